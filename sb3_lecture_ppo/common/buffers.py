@@ -1,0 +1,276 @@
+"""
+The lecture's per-trajectory batching as an SB3 rollout buffer.
+
+Each env's stream of ``n_steps`` transitions is cut into segments of at most ``seq_length``
+steps. A segment starts at the rollout start, at every episode start and ``seq_length`` steps
+after the previous segment start. A segment that an episode end (or the rollout end) cuts short
+is padded to ``seq_length`` by repeating its last step ("append the last data until the end"),
+and its pad steps are masked out. Minibatches are sets of whole segments.
+"""
+
+from collections.abc import Generator
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+
+from sb3_lecture_ppo.common.distributions import distribution_params_dim
+from sb3_lecture_ppo.common.segments import (
+    VALUE_TARGETS,
+    advantages_and_targets,
+    rollout_continues,
+    segment_continues,
+)
+from sb3_lecture_ppo.common.type_aliases import SegmentRolloutBufferSamples
+
+ADVANTAGE_SCOPES = ("segment", "rollout")
+
+
+def segment_starts(episode_starts: np.ndarray, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Start and length of every segment of one env's rollout.
+
+    :param episode_starts: (n_steps,) True where step t is the first step of an episode
+    :param seq_length: maximal segment length
+    :return: starts and lengths, both (n_segments,) int64, in time order
+    """
+    n_steps = len(episode_starts)
+    boundaries = np.flatnonzero(episode_starts[1:]) + 1
+    episode_bounds = np.concatenate(([0], boundaries, [n_steps]))
+    starts, lengths = [], []
+    for begin, end in zip(episode_bounds[:-1], episode_bounds[1:], strict=True):
+        chunk_starts = np.arange(begin, end, seq_length)
+        starts.append(chunk_starts)
+        lengths.append(np.minimum(chunk_starts + seq_length, end) - chunk_starts)
+    return np.concatenate(starts).astype(np.int64), np.concatenate(lengths).astype(np.int64)
+
+
+def segment_indices(episode_starts: np.ndarray, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Index of every segment step into the rollout flattened as ``t * n_envs + env``.
+
+    :param episode_starts: (n_steps, n_envs) True where step t is the first step of an episode
+    :param seq_length: maximal segment length
+    :return: ``indices`` (seq_length, n_segments) int64, pad steps repeating the segment's last
+        real step, and ``mask`` (seq_length, n_segments) bool, True on real steps
+    """
+    n_envs = episode_starts.shape[1]
+    offsets = np.arange(seq_length)[:, None]  # (seq, 1)
+    all_indices, all_masks = [], []
+    for env in range(n_envs):
+        starts, lengths = segment_starts(episode_starts[:, env].astype(bool), seq_length)
+        steps = starts[None, :] + np.minimum(offsets, lengths[None, :] - 1)  # (seq, n_env_segments)
+        all_indices.append(steps * n_envs + env)
+        all_masks.append(offsets < lengths[None, :])
+    return np.concatenate(all_indices, axis=1), np.concatenate(all_masks, axis=1)
+
+
+class SegmentRolloutBuffer(RolloutBuffer):
+    """
+    Rollout buffer of the lecture: besides SB3's data it keeps, for every step, the next
+    observation (the true final observation at an episode end), whether the episode terminated
+    or was truncated there, and the parameters of the behaviour policy's action distribution;
+    it cuts the rollout into padded, masked segments and returns minibatches of whole segments.
+
+    :param buffer_size: steps per env in a rollout (``n_steps``)
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param gae_lambda: GAE lambda (0 = one-step TD advantage)
+    :param gamma: Discount factor
+    :param n_envs: Number of parallel environments
+    :param seq_length: maximal length of a segment
+    :param advantage_scope: ``"segment"`` (the GAE sum stops at the segment end, as the lecture)
+        or ``"rollout"`` (across the whole rollout of an env, as SB3)
+    :param value_target: ``"td"``, ``"lambda"`` or ``"mc"``
+    """
+
+    next_observations: np.ndarray
+    terminations: np.ndarray
+    dones: np.ndarray
+    distribution_params: np.ndarray
+    indices: np.ndarray
+    mask: np.ndarray
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        gae_lambda: float = 0.95,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        seq_length: int = 16,
+        advantage_scope: str = "segment",
+        value_target: str = "td",
+    ):
+        if advantage_scope not in ADVANTAGE_SCOPES:
+            raise ValueError(f"advantage_scope={advantage_scope!r} is unknown: use one of {ADVANTAGE_SCOPES}.")
+        if value_target not in VALUE_TARGETS:
+            raise ValueError(f"value_target={value_target!r} is unknown: use one of {VALUE_TARGETS}.")
+        self.seq_length = seq_length
+        self.advantage_scope = advantage_scope
+        self.value_target = value_target
+        self.n_distribution_params = distribution_params_dim(action_space)
+        self._tensors: dict[str, th.Tensor] = {}
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs)
+
+    def reset(self) -> None:
+        self.next_observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self.observation_space.dtype)
+        self.terminations = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        self.dones = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        self.distribution_params = np.zeros((self.buffer_size, self.n_envs, self.n_distribution_params), dtype=np.float32)
+        self.indices = np.zeros((self.seq_length, 0), dtype=np.int64)
+        self.mask = np.zeros((self.seq_length, 0), dtype=bool)
+        self._tensors = {}
+        super().reset()
+
+    def add(  # type: ignore[override]
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: th.Tensor,
+        log_prob: th.Tensor,
+        *,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        done: np.ndarray,
+        distribution_params: th.Tensor,
+    ) -> None:
+        """
+        Add one step of every env (SB3's data, then the lecture's).
+
+        :param next_obs: (n_envs, *obs_shape) next observation; the true final one where ``done``
+        :param terminated: (n_envs,) the episode reached a terminal state
+        :param done: (n_envs,) the episode ended (terminated or truncated)
+        :param distribution_params: (n_envs, n_params) the behaviour policy's distribution
+        """
+        if isinstance(self.observation_space, spaces.Discrete):
+            next_obs = next_obs.reshape((self.n_envs, *self.obs_shape))
+        self.next_observations[self.pos] = np.array(next_obs)
+        self.terminations[self.pos] = np.array(terminated, dtype=bool)
+        self.dones[self.pos] = np.array(done, dtype=bool)
+        self.distribution_params[self.pos] = distribution_params.detach().cpu().numpy()
+        super().add(obs, action, reward, episode_start, value, log_prob)
+
+    @property
+    def n_segments(self) -> int:
+        """Number of segments of the current rollout."""
+        return self.indices.shape[1]
+
+    @property
+    def pad_fraction(self) -> float:
+        """Fraction of segment steps that are padding."""
+        return 1.0 - float(self.mask.mean()) if self.mask.size else 0.0
+
+    def finalize(self) -> None:
+        """Cut the full rollout into segments and move its data to torch, once per rollout."""
+        assert self.full, "The rollout buffer must be full before it is cut into segments"
+        self.indices, self.mask = segment_indices(self.episode_starts, self.seq_length)
+        n_transitions = self.buffer_size * self.n_envs
+        arrays = {
+            "observations": self.observations.reshape(n_transitions, *self.obs_shape),
+            "next_observations": self.next_observations.reshape(n_transitions, *self.obs_shape),
+            "actions": self.actions.reshape(n_transitions, self.action_dim).astype(np.float32, copy=False),
+            "rewards": self.rewards.reshape(-1),
+            "terminations": self.terminations.reshape(-1),
+            "dones": self.dones.reshape(-1),
+            "values": self.values.reshape(-1),
+            "log_probs": self.log_probs.reshape(-1),
+            "distribution_params": self.distribution_params.reshape(n_transitions, -1),
+        }
+        self._tensors = {name: self.to_torch(array) for name, array in arrays.items()}
+        self._tensors["segment_indices"] = self.to_torch(self.indices)
+        self._tensors["segment_mask"] = self.to_torch(self.mask)
+
+    def tensor(self, name: str) -> th.Tensor:
+        """A flat ``(n_steps * n_envs, ...)`` tensor of the rollout, in ``t * n_envs + env`` order."""
+        return self._tensors[name]
+
+    def compute_advantages(self, values: th.Tensor, next_values: th.Tensor) -> None:
+        """
+        GAE advantages and value targets of the whole rollout in the buffer's scope.
+
+        :param values: (n_steps * n_envs,) V(s_t) of the critic to use
+        :param next_values: (n_steps * n_envs,) V(s'_t) of the same critic
+        """
+        rewards, terminations = self.tensor("rewards"), self.tensor("terminations")
+        if self.advantage_scope == "rollout":
+            shape = (self.buffer_size, self.n_envs)
+            dones = self.tensor("dones").reshape(shape)
+            advantages, returns = advantages_and_targets(
+                rewards.reshape(shape),
+                values.reshape(shape),
+                next_values.reshape(shape),
+                terminations.reshape(shape),
+                rollout_continues(dones),
+                self.gamma,
+                self.gae_lambda,
+                self.value_target,
+            )
+            advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+        else:
+            indices, mask = self._tensors["segment_indices"], self._tensors["segment_mask"]
+            segment_advantages, segment_returns = advantages_and_targets(
+                rewards[indices],
+                values[indices],
+                next_values[indices],
+                terminations[indices],
+                segment_continues(mask),
+                self.gamma,
+                self.gae_lambda,
+                self.value_target,
+            )
+            # Every real step belongs to exactly one segment: scatter the real steps back.
+            advantages, returns = th.empty_like(rewards), th.empty_like(rewards)
+            advantages[indices[mask]] = segment_advantages[mask]
+            returns[indices[mask]] = segment_returns[mask]
+        self._tensors["advantages"], self._tensors["returns"] = advantages, returns
+        shape = (self.buffer_size, self.n_envs)
+        self.advantages = advantages.cpu().numpy().reshape(shape)
+        self.returns = returns.cpu().numpy().reshape(shape)
+
+    def get(self, batch_size: int | None = None) -> Generator[SegmentRolloutBufferSamples, None, None]:  # type: ignore[override]
+        """
+        One shuffled pass over the segments (SB3's epoch).
+
+        :param batch_size: transitions per minibatch, a multiple of ``seq_length``;
+            ``None`` for all segments in one minibatch
+        """
+        segments_per_batch = self.n_segments if batch_size is None else batch_size // self.seq_length
+        permutation = np.random.permutation(self.n_segments)
+        for start in range(0, self.n_segments, segments_per_batch):
+            yield self._get_samples(permutation[start : start + segments_per_batch])
+
+    def sample(self, batch_size: int) -> SegmentRolloutBufferSamples:  # type: ignore[override]
+        """
+        One minibatch of segments drawn at random without replacement
+        (the lecture's ``random.sample(self.batch, minibatch_size)``).
+
+        :param batch_size: transitions per minibatch, a multiple of ``seq_length``
+        """
+        segments_per_batch = min(batch_size // self.seq_length, self.n_segments)
+        return self._get_samples(np.random.choice(self.n_segments, segments_per_batch, replace=False))
+
+    def _get_samples(self, segment_ids: np.ndarray, env: object = None) -> SegmentRolloutBufferSamples:  # type: ignore[override]
+        ids = th.as_tensor(segment_ids, device=self.device)
+        steps = self._tensors["segment_indices"][:, ids]  # (seq, n_segments)
+        data = self._tensors
+
+        return SegmentRolloutBufferSamples(
+            observations=data["observations"][steps],
+            actions=data["actions"][steps],
+            next_observations=data["next_observations"][steps],
+            rewards=data["rewards"][steps],
+            terminations=data["terminations"][steps],
+            old_values=data["values"][steps],
+            old_log_prob=data["log_probs"][steps],
+            old_distribution_params=data["distribution_params"][steps],
+            advantages=data["advantages"][steps],
+            returns=data["returns"][steps],
+            mask=data["segment_mask"][:, ids],
+        )

@@ -1,0 +1,486 @@
+"""
+The machinery shared by every algorithm of the lecture: rollouts that keep the true next
+observation and the old distribution, segment batching, GAE in segment or rollout scope,
+the three value targets, the c1/c2/c3 loss and SB3's logging. The algorithms differ only in
+their policy objective (:meth:`LectureOnPolicyAlgorithm._policy_surrogate`).
+"""
+
+import io
+import json
+import pathlib
+import zipfile
+from collections import defaultdict
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import open_path
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_lecture_ppo.common.buffers import ADVANTAGE_SCOPES, SegmentRolloutBuffer
+from sb3_lecture_ppo.common.distributions import distribution_params, kl_from_params
+from sb3_lecture_ppo.common.policies import LectureActorCriticPolicy, distribution_and_values
+from sb3_lecture_ppo.common.segments import (
+    VALUE_TARGETS,
+    advantages_and_targets,
+    segment_continues,
+)
+from sb3_lecture_ppo.common.type_aliases import SegmentRolloutBufferSamples
+
+SelfLectureOnPolicyAlgorithm = TypeVar("SelfLectureOnPolicyAlgorithm", bound="LectureOnPolicyAlgorithm")
+
+SAMPLINGS = ("epochs", "random")
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
+    """
+    Base of the lecture's algorithms (see :class:`~sb3_lecture_ppo.LecturePPO` for the parameters).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": LectureActorCriticPolicy}
+    rollout_buffer: SegmentRolloutBuffer
+    policy: LectureActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[LectureActorCriticPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule,
+        n_steps: int,
+        batch_size: int | None,
+        n_epochs: int,
+        gamma: float,
+        gae_lambda: float,
+        seq_length: int,
+        advantage_scope: str,
+        recompute_advantage: bool,
+        value_target: str,
+        sampling: str,
+        normalize_advantage: bool,
+        vf_coef: float,
+        pg_coef: float,
+        ent_coef: float,
+        max_grad_norm: float | None,
+        clip_range_vf: float | Schedule | None,
+        target_kl: float | None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,  # type: ignore[arg-type]
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+        )
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.seq_length = seq_length
+        self.advantage_scope = advantage_scope
+        self.recompute_advantage = recompute_advantage
+        self.value_target = value_target
+        self.sampling = sampling
+        self.normalize_advantage = normalize_advantage
+        self.pg_coef = pg_coef
+        self.clip_range_vf = clip_range_vf
+        self.target_kl = target_kl
+        # Saved with the model: `load` checks it names the loading class.
+        self._lecture_algorithm = type(self).__name__
+        self._check_arguments()
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ checks
+    def _check_arguments(self) -> None:
+        """Refuse inconsistent settings at construction, naming the argument and the fix."""
+        _check_choice("advantage_scope", self.advantage_scope, ADVANTAGE_SCOPES)
+        _check_choice("value_target", self.value_target, VALUE_TARGETS)
+        _check_choice("sampling", self.sampling, SAMPLINGS)
+        for name in ("vf_coef", "pg_coef", "ent_coef"):
+            _check_number(name, getattr(self, name), minimum=0.0)
+        _check_number("gamma", self.gamma, minimum=0.0, maximum=1.0)
+        _check_number("gae_lambda", self.gae_lambda, minimum=0.0, maximum=1.0)
+        if self.max_grad_norm is not None:
+            _check_number("max_grad_norm", self.max_grad_norm, minimum=0.0, strict=True, hint="or None to turn it off")
+        if self.target_kl is not None:
+            _check_number("target_kl", self.target_kl, minimum=0.0, strict=True, hint="or None to turn it off")
+        if isinstance(self.clip_range_vf, (int, float)):
+            _check_number("clip_range_vf", self.clip_range_vf, minimum=0.0, strict=True, hint="or None to turn it off")
+        _check_integer("n_epochs", self.n_epochs)
+        _check_integer("n_steps", self.n_steps)
+        _check_integer("seq_length", self.seq_length)
+        if self.seq_length > self.n_steps:
+            raise ValueError(
+                f"seq_length={self.seq_length} is longer than n_steps={self.n_steps}: a segment cannot be longer "
+                "than a rollout; lower seq_length or raise n_steps."
+            )
+        if self.batch_size is not None:
+            _check_integer("batch_size", self.batch_size)
+            if self.batch_size % self.seq_length != 0:
+                raise ValueError(
+                    f"batch_size={self.batch_size} is not a multiple of seq_length={self.seq_length}: a minibatch holds "
+                    f"whole segments; use batch_size={max(1, self.batch_size // self.seq_length) * self.seq_length} "
+                    f"(batch_size = segments per minibatch * seq_length)."
+                )
+            if self.env is not None:
+                segments_per_rollout = self.n_envs * -(-self.n_steps // self.seq_length)
+                segments_per_batch = self.batch_size // self.seq_length
+                if segments_per_rollout < segments_per_batch:
+                    raise ValueError(
+                        f"A rollout has at least {segments_per_rollout} segments (n_envs={self.n_envs} * "
+                        f"ceil(n_steps={self.n_steps} / seq_length={self.seq_length})) but one minibatch needs "
+                        f"{segments_per_batch} (batch_size={self.batch_size} / seq_length): lower batch_size or "
+                        "raise n_steps or n_envs."
+                    )
+        if self.observation_space is not None and isinstance(self.observation_space, (spaces.Dict, spaces.Tuple)):
+            raise TypeError(
+                f"{type(self).__name__} does not support the observation space {self.observation_space}: "
+                "flatten it with gymnasium.wrappers.FlattenObservation."
+            )
+        if self.action_space is not None and not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
+            raise TypeError(
+                f"{type(self).__name__} does not support the action space {self.action_space}: "
+                f"use one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}."
+            )
+
+    def _setup_model(self) -> None:
+        self.rollout_buffer_class = SegmentRolloutBuffer
+        self.rollout_buffer_kwargs = dict(
+            seq_length=self.seq_length, advantage_scope=self.advantage_scope, value_target=self.value_target
+        )
+        super()._setup_model()
+        if self.clip_range_vf is not None:
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    # ---------------------------------------------------------------- rollouts
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: SegmentRolloutBuffer,  # type: ignore[override]
+        n_rollout_steps: int,
+    ) -> bool:
+        """
+        Collect ``n_rollout_steps`` steps per env (as SB3), keeping the true next observation,
+        termination apart from truncation, and the behaviour distribution; then cut the rollout
+        into segments and compute the advantages and value targets with the rollout's critic.
+
+        :return: True if the rollout is complete, False if a callback stopped it
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+
+        for _ in range(n_rollout_steps):
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                distribution, values = distribution_and_values(self.policy, obs_tensor)
+                actions_tensor = distribution.get_actions()
+                log_probs = distribution.log_prob(actions_tensor)
+                behaviour_params = distribution_params(distribution)
+            actions = actions_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[misc]
+            env_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+
+            new_obs, rewards, dones, infos = env.step(env_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+
+            next_obs, terminated = _true_next_observations(new_obs, dones, infos)  # type: ignore[arg-type]
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+                next_obs=next_obs,
+                terminated=terminated,
+                done=dones,
+                distribution_params=behaviour_params,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        rollout_buffer.finalize()
+        next_values = self._critic_values(rollout_buffer.tensor("next_observations"))
+        rollout_buffer.compute_advantages(rollout_buffer.tensor("values"), next_values)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _critic_values(self, observations: th.Tensor) -> th.Tensor:
+        """V(s) of the current critic for a flat batch of observations, without gradient."""
+        with th.no_grad():
+            return self.policy.predict_values(observations).flatten()
+
+    # ------------------------------------------------------------------ update
+    def _policy_surrogate(self, ratio: th.Tensor, log_prob: th.Tensor, advantages: th.Tensor, kl: th.Tensor) -> th.Tensor:
+        """
+        Per-step objective of the actor, to be maximized.
+
+        :param ratio: (n_real,) pi / pi_old on the real steps of a minibatch
+        :param log_prob: (n_real,) log pi(a|s)
+        :param advantages: (n_real,)
+        :param kl: (n_real,) exact KL[pi_old, pi]
+        """
+        raise NotImplementedError
+
+    def _on_train_start(self) -> None:
+        """Evaluate this update's schedules (clip range, KL coefficient)."""
+
+    def _on_train_end(self) -> None:
+        """Work done once after all epochs of an update (the adaptive KL rule)."""
+
+    def _record_minibatch(self, stats: dict[str, list[float]], ratio: th.Tensor) -> None:
+        """Algorithm-specific minibatch statistics (PPO's clip fraction)."""
+
+    def _minibatches(self) -> list[SegmentRolloutBufferSamples] | Any:
+        """The minibatches of one epoch: a shuffled pass, or one random draw (the lecture's)."""
+        if self.sampling == "epochs":
+            return self.rollout_buffer.get(self.batch_size)
+        batch_size = self.batch_size or self.rollout_buffer.n_segments * self.seq_length
+        return [self.rollout_buffer.sample(batch_size)]
+
+    def train(self) -> None:
+        """
+        Update the policy on the rollout: ``n_epochs`` epochs of minibatches of whole segments,
+        each minimizing ``vf_coef * critic + pg_coef * actor + ent_coef * (-entropy)``.
+        """
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        self._on_train_start()
+        buffer = self.rollout_buffer
+        explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+
+        stats: dict[str, list[float]] = defaultdict(list)
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            if self.recompute_advantage and self.advantage_scope == "rollout":
+                buffer.compute_advantages(
+                    self._critic_values(buffer.tensor("observations")),
+                    self._critic_values(buffer.tensor("next_observations")),
+                )
+            for samples in self._minibatches():
+                loss, approx_kl = self._minibatch_loss(samples, stats)
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl:.2f}")
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                if self.max_grad_norm is not None:
+                    th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+                stats["loss"].append(loss.item())
+            self._n_updates += 1
+            if not continue_training:
+                break
+        self._on_train_end()
+        self._log_train(stats, explained_var)
+
+    def _minibatch_loss(self, samples: SegmentRolloutBufferSamples, stats: dict[str, list[float]]) -> tuple[th.Tensor, float]:
+        """
+        The total loss of one minibatch of segments, every term a mean over its real steps.
+        The networks only ever see real steps: pad steps are dropped by selection before the
+        forward pass, so whatever they hold reaches no loss, gradient or statistic.
+
+        :return: the loss and the approximate KL (SB3's, for ``target_kl``)
+        """
+        mask = samples.mask  # (seq, n_segments)
+        obs = samples.observations[mask]  # (n_real, *obs_shape)
+        actions = samples.actions[mask]  # (n_real, action_dim)
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+
+        distribution, values = distribution_and_values(self.policy, obs)  # values: (n_real,)
+        log_prob = distribution.log_prob(actions)
+        entropy = distribution.entropy()
+        if entropy is None:
+            entropy = -log_prob
+        kl = kl_from_params(samples.old_distribution_params[mask], distribution)
+
+        advantages, value_targets = self._minibatch_advantages(samples, values)
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        log_ratio = log_prob - samples.old_log_prob[mask]
+        ratio = th.exp(log_ratio)
+        policy_loss = -self._policy_surrogate(ratio, log_prob, advantages, kl).mean()
+
+        values_pred = values
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+            old_values = samples.old_values[mask]
+            values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+        value_loss = ((value_targets - values_pred) ** 2).mean()
+        entropy_loss = -entropy.mean()
+        loss = self.vf_coef * value_loss + self.pg_coef * policy_loss + self.ent_coef * entropy_loss
+
+        with th.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean().item()
+            stats["policy_gradient_loss"].append(policy_loss.item())
+            stats["value_loss"].append(value_loss.item())
+            stats["entropy_loss"].append(entropy_loss.item())
+            stats["approx_kl"].append(approx_kl)
+            stats["kl"].append(kl.mean().item())
+            self._record_minibatch(stats, ratio)
+        return loss, approx_kl
+
+    def _minibatch_advantages(self, samples: SegmentRolloutBufferSamples, values: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Advantages and value targets of the real steps of a minibatch: recomputed with the
+        current critic in segment scope with ``recompute_advantage`` (the lecture's Code Ex.1),
+        else the buffer's.
+
+        :param values: (n_real,) V(s) of the current critic on the real steps
+        :return: advantages and value targets, both (n_real,)
+        """
+        mask = samples.mask
+        if not (self.recompute_advantage and self.advantage_scope == "segment"):
+            return samples.advantages[mask], samples.returns[mask]
+        segment_values = th.zeros_like(samples.rewards).masked_scatter(mask, values.detach())  # (seq, n_segments)
+        next_values = self._critic_values(samples.next_observations[mask])
+        segment_next_values = th.zeros_like(samples.rewards).masked_scatter(mask, next_values)
+        advantages, targets = advantages_and_targets(
+            samples.rewards,
+            segment_values,
+            segment_next_values,
+            samples.terminations,
+            segment_continues(mask),
+            self.gamma,
+            self.gae_lambda,
+            self.value_target,
+        )
+        return advantages[mask], targets[mask]
+
+    def _log_train(self, stats: dict[str, list[float]], explained_var: float) -> None:
+        """Record the mean of every minibatch statistic under ``train/``."""
+        for key, values in stats.items():
+            if key != "loss":
+                self.logger.record(f"train/{key}", float(np.mean(values)))
+        if stats["loss"]:
+            self.logger.record("train/loss", stats["loss"][-1])
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/pad_fraction", self.rollout_buffer.pad_fraction)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    # -------------------------------------------------------------- save/load
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfLectureOnPolicyAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfLectureOnPolicyAlgorithm:
+        """
+        Load a model saved by this class (SB3's ``load``), refusing other files with a clear message.
+        """
+        saved_by = _saved_algorithm(path)
+        if saved_by != cls.__name__:
+            origin = "not saved by sb3_lecture_ppo" if saved_by is None else f"saved by {saved_by}"
+            fix = f"load it with {saved_by}.load" if saved_by else "load it with the class that saved it"
+            raise ValueError(f"{path!s} is {origin}, not by {cls.__name__}: {fix}.")
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is unknown: use one of {', '.join(map(repr, choices))}.")
+
+
+def _check_number(
+    name: str, value: object, minimum: float, maximum: float | None = None, strict: bool = False, hint: str = ""
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise TypeError(f"{name}={value!r} must be a finite number.")
+    too_low = value <= minimum if strict else value < minimum
+    too_high = maximum is not None and value > maximum
+    if too_low or too_high:
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        if maximum is not None:
+            bound += f" and <= {maximum}"
+        raise ValueError(f"{name}={value!r} is out of range: it must be {bound}{' ' + hint if hint else ''}.")
+
+
+def _check_integer(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def _true_next_observations(
+    new_obs: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The observation each step led to: the VecEnv's ``new_obs``, except where the episode ended,
+    where it is the true final observation (SB3's ``terminal_observation``), not the reset one.
+
+    :return: next observations and ``terminated`` (episode end that is not a time-limit truncation)
+    """
+    next_obs = np.array(new_obs, copy=True)
+    terminated = np.zeros(len(dones), dtype=bool)
+    for env_index in np.flatnonzero(dones):
+        info = infos[env_index]
+        if info.get("terminal_observation") is None:
+            raise ValueError(
+                "The VecEnv ended an episode without info['terminal_observation']: wrap the env in an SB3 VecEnv "
+                "(DummyVecEnv / SubprocVecEnv / make_vec_env), which records the true final observation."
+            )
+        next_obs[env_index] = info["terminal_observation"]
+        terminated[env_index] = not info.get("TimeLimit.truncated", False)
+    return next_obs, terminated
+
+
+def _saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase) -> str | None:
+    """Name of the lecture algorithm that saved ``path`` (None if none did)."""
+    file = open_path(path, "r", verbose=0, suffix="zip")
+    position = file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            data = json.loads(archive.read("data").decode())
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path!s} is not a model saved by model.save() ({error}).") from error
+    finally:
+        if isinstance(path, (str, pathlib.Path)):
+            file.close()
+        else:
+            file.seek(position)
+    saved_by = data.get("_lecture_algorithm")
+    return saved_by if isinstance(saved_by, str) else None

@@ -1,0 +1,120 @@
+"""
+The lecture's actor-critic network as an SB3 ``ActorCriticPolicy``.
+
+Code Ex.1's ``Agent``: a shared encoder ``Linear-ELU-Linear-ELU`` (hidden 128), a value head
+``Linear-ELU-Linear -> 1`` and a policy head ``Linear-ELU-Linear -> actions`` (softmax for
+Discrete; the mean of a diagonal Gaussian with a state-independent log std for Box).
+In SB3 terms: the encoder is the features extractor, the heads' hidden layers are
+``net_arch=dict(pi=[hidden], vf=[hidden])`` with ELU, and SB3's ``action_net`` / ``value_net``
+are the heads' output layers. ``share_features_extractor=False`` gives separate actor and
+critic networks (the PPO-Clip pseudo-code's theta and phi).
+"""
+
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+
+class LectureEncoder(BaseFeaturesExtractor):
+    """
+    The lecture's shared encoder: flatten, then ``Linear-ELU-Linear-ELU``.
+
+    :param observation_space: Observation space
+    :param hidden_size: width of both layers (the lecture's ``hidden_size``)
+    """
+
+    def __init__(self, observation_space: spaces.Space, hidden_size: int = 128) -> None:
+        super().__init__(observation_space, features_dim=hidden_size)
+        self.encoder = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(get_flattened_obs_dim(observation_space), hidden_size),
+            nn.ELU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ELU(),
+        )
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.encoder(observations)
+
+
+class LectureActorCriticPolicy(ActorCriticPolicy):
+    """
+    The lecture's actor-critic network. All of :class:`~stable_baselines3.common.policies.ActorCriticPolicy`'s
+    keyword arguments are accepted; the defaults differ only to give the lecture's architecture.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param lr_schedule: Learning rate schedule
+    :param hidden_size: width of the encoder and of the heads' hidden layer (the lecture's ``hidden_size``)
+    :param net_arch: hidden layers of the heads; default ``dict(pi=[hidden_size], vf=[hidden_size])``
+    :param activation_fn: activation of the heads' hidden layers (ELU as the lecture)
+    :param features_extractor_class: the shared encoder (:class:`LectureEncoder`)
+    :param features_extractor_kwargs: its kwargs; ``hidden_size`` is filled in for :class:`LectureEncoder`
+    :param share_features_extractor: False for separate actor and critic encoders
+    :param kwargs: the other ``ActorCriticPolicy`` arguments (``ortho_init``, ``log_std_init``, ...)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        hidden_size: int = 128,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ELU,
+        features_extractor_class: type[BaseFeaturesExtractor] = LectureEncoder,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(hidden_size, int) or hidden_size < 1:
+            raise ValueError(f"policy_kwargs hidden_size={hidden_size!r} must be a positive integer, e.g. 128.")
+        self.hidden_size = hidden_size
+        if net_arch is None:
+            net_arch = dict(pi=[hidden_size], vf=[hidden_size])
+        features_extractor_kwargs = dict(features_extractor_kwargs or {})
+        if features_extractor_class is LectureEncoder:
+            features_extractor_kwargs.setdefault("hidden_size", hidden_size)
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            share_features_extractor=share_features_extractor,
+            **kwargs,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(hidden_size=self.hidden_size, share_features_extractor=self.share_features_extractor)
+        return data
+
+
+def distribution_and_values(policy: ActorCriticPolicy, obs: PyTorchObs) -> tuple[Distribution, th.Tensor]:
+    """
+    One forward pass through both heads of any SB3 actor-critic policy.
+
+    :param policy: the policy
+    :param obs: a batch of observations, already a tensor
+    :return: the action distribution and the values, (batch,)
+    """
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        latent_pi, latent_vf = policy.mlp_extractor(features)
+    else:
+        pi_features, vf_features = features
+        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf).flatten()
+
+

@@ -1,0 +1,148 @@
+"""
+Pure tensor functions on time-major ``(seq, batch)`` data: masks, masked statistics,
+discounted backward sums, TD errors, GAE and the three value targets.
+
+The same functions serve both advantage scopes of the lecture:
+
+* segment scope: ``(seq_length, n_segments)`` tensors, the sums stop at the segment end
+  (``continues = segment_continues(mask)``);
+* rollout scope: ``(n_steps, n_envs)`` tensors, the sums stop at episode ends and at the
+  end of the rollout (``continues = rollout_continues(dones)``).
+
+Pad steps of a segment may hold anything, even NaN or inf: every function here selects with
+``torch.where`` instead of multiplying by a 0/1 mask, so nothing on a pad step can reach a
+real step. Losses then take their means over the real steps by boolean selection.
+"""
+
+import torch as th
+
+VALUE_TARGETS = ("td", "lambda", "mc")
+
+
+def segment_continues(mask: th.Tensor) -> th.Tensor:
+    """
+    Whether step t of a segment is followed by another real step of the same segment.
+
+    :param mask: (seq, n_segments) boolean, True on real steps
+    :return: (seq, n_segments) boolean
+    """
+    continues = th.zeros_like(mask)
+    continues[:-1] = mask[:-1] & mask[1:]
+    return continues
+
+
+def rollout_continues(dones: th.Tensor) -> th.Tensor:
+    """
+    Whether step t of an env's rollout is followed by a step of the same episode
+    inside the rollout.
+
+    :param dones: (n_steps, n_envs) boolean, True where an episode ended (terminated or truncated)
+    :return: (n_steps, n_envs) boolean
+    """
+    continues = ~dones.bool()
+    continues[-1] = False
+    return continues
+
+
+def discounted_backward_sum(values: th.Tensor, discount: float, continues: th.Tensor) -> th.Tensor:
+    """
+    ``y_t = x_t + discount * y_{t+1}`` where ``continues[t]``, else ``y_t = x_t``.
+
+    :param values: (seq, batch)
+    :param discount: factor per step
+    :param continues: (seq, batch) boolean
+    :return: (seq, batch)
+    """
+    result = th.empty_like(values)
+    running = th.zeros_like(values[0])
+    for step in reversed(range(values.shape[0])):
+        running = values[step] + discount * th.where(continues[step], running, th.zeros_like(running))
+        result[step] = running
+    return result
+
+
+def bootstrapped_next_values(next_values: th.Tensor, terminations: th.Tensor) -> th.Tensor:
+    """
+    ``(1 - terminated) * V(s')`` by selection: a terminal state is worth 0, a truncated one
+    is worth the value of its true final observation.
+    """
+    return th.where(terminations.bool(), th.zeros_like(next_values), next_values)
+
+
+def td_errors(
+    rewards: th.Tensor, values: th.Tensor, next_values: th.Tensor, terminations: th.Tensor, gamma: float
+) -> th.Tensor:
+    """
+    One-step TD errors ``delta_t = r_t + gamma * (1 - terminated_t) * V(s'_t) - V(s_t)``.
+
+    :param rewards: (seq, batch)
+    :param values: (seq, batch) V(s_t)
+    :param next_values: (seq, batch) V(s'_t), s' the true next (or final) observation
+    :param terminations: (seq, batch) True where s'_t is terminal (not on time-limit truncation)
+    :param gamma: discount factor
+    :return: (seq, batch)
+    """
+    return td_targets(rewards, next_values, terminations, gamma) - values
+
+
+def td_targets(rewards: th.Tensor, next_values: th.Tensor, terminations: th.Tensor, gamma: float) -> th.Tensor:
+    """
+    One-step TD targets ``r_t + gamma * (1 - terminated_t) * V(s'_t)`` (the lecture's Code Ex.1).
+    """
+    return rewards + gamma * bootstrapped_next_values(next_values, terminations)
+
+
+def generalized_advantages(deltas: th.Tensor, continues: th.Tensor, gamma: float, gae_lambda: float) -> th.Tensor:
+    """
+    GAE(gamma, lambda): ``A_t = sum_k (gamma * lambda)^k delta_{t+k}``, the sum stopping
+    where ``continues`` is False. ``gae_lambda = 0`` gives the one-step TD error.
+
+    :param deltas: (seq, batch) TD errors
+    :param continues: (seq, batch) boolean
+    :return: (seq, batch)
+    """
+    return discounted_backward_sum(deltas, gamma * gae_lambda, continues)
+
+
+def monte_carlo_returns(
+    rewards: th.Tensor, next_values: th.Tensor, terminations: th.Tensor, continues: th.Tensor, gamma: float
+) -> th.Tensor:
+    """
+    Discounted reward-to-go ``G_t = r_t + gamma * G_{t+1}`` (the "Value Loss" slide), which
+    ends at a termination and is bootstrapped with ``gamma * V(s'_t)`` where the data is cut
+    (time-limit truncation, segment end or rollout end).
+
+    :return: (seq, batch)
+    """
+    cut_bootstrap = th.where(continues, th.zeros_like(next_values), bootstrapped_next_values(next_values, terminations))
+    return discounted_backward_sum(rewards + gamma * cut_bootstrap, gamma, continues)
+
+
+def advantages_and_targets(
+    rewards: th.Tensor,
+    values: th.Tensor,
+    next_values: th.Tensor,
+    terminations: th.Tensor,
+    continues: th.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    value_target: str,
+) -> tuple[th.Tensor, th.Tensor]:
+    """
+    GAE advantages and the value targets of one scope.
+
+    :param value_target: ``"td"`` (r + gamma V(s')), ``"lambda"`` (A + V(s), SB3's) or
+        ``"mc"`` (bootstrapped reward-to-go)
+    :return: advantages and value targets, both (seq, batch)
+    """
+    deltas = td_errors(rewards, values, next_values, terminations, gamma)
+    advantages = generalized_advantages(deltas, continues, gamma, gae_lambda)
+    if value_target == "td":
+        targets = td_targets(rewards, next_values, terminations, gamma)
+    elif value_target == "lambda":
+        targets = advantages + values
+    elif value_target == "mc":
+        targets = monte_carlo_returns(rewards, next_values, terminations, continues, gamma)
+    else:
+        raise ValueError(f"Unknown value_target {value_target!r}, expected one of {VALUE_TARGETS}")
+    return advantages, targets

@@ -1,0 +1,70 @@
+import copy
+from collections import defaultdict
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_lecture_ppo import LecturePPO
+
+TINY_POLICY = dict(hidden_size=16)
+
+
+def tiny_kwargs(**overrides: Any) -> dict[str, Any]:
+    """Small, fast settings shared by the smoke and unit tests."""
+    kwargs: dict[str, Any] = dict(
+        n_steps=32, batch_size=32, n_epochs=2, seq_length=8, policy_kwargs=dict(TINY_POLICY), seed=0, device="cpu"
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def collected_model(env_id: str = "CartPole-v1", n_envs: int = 2, algo: type = LecturePPO, **overrides: Any):
+    """A model that has collected one rollout (and not trained on it)."""
+    env = make_vec_env(env_id, n_envs=n_envs, seed=0)
+    model = algo("MlpPolicy", env, **tiny_kwargs(**overrides))
+    _, callback = model._setup_learn(model.n_steps * n_envs, callback=None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    if hasattr(model, "_on_train_start"):
+        model._on_train_start()
+    return model
+
+
+def all_segments(model):
+    buffer = model.rollout_buffer
+    return buffer._get_samples(np.arange(buffer.n_segments))
+
+
+def loss_and_gradients(model, samples) -> tuple[th.Tensor, dict[str, th.Tensor], dict[str, list[float]]]:
+    stats: dict[str, list[float]] = defaultdict(list)
+    model.policy.zero_grad()
+    loss, _ = model._minibatch_loss(samples, stats)
+    loss.backward()
+    grads = {name: param.grad.clone() for name, param in model.policy.named_parameters() if param.grad is not None}
+    return loss.detach(), grads, stats
+
+
+def parameters(model) -> dict[str, th.Tensor]:
+    return {name: value.clone() for name, value in model.policy.state_dict().items()}
+
+
+def clone_model(model):
+    return copy.deepcopy(model)
+
+
+class CountingEnv(gym.Env):
+    """Observation = step counter; never terminates, truncated by a TimeLimit; reward 1 per step."""
+
+    observation_space = gym.spaces.Box(0.0, 100.0, (1,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return np.array([self.count], dtype=np.float32), {}
+
+    def step(self, action):
+        self.count += 1
+        return np.array([self.count], dtype=np.float32), 1.0, False, False, {}
