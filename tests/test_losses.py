@@ -64,7 +64,8 @@ def test_ratio_is_one_on_the_first_minibatch_of_the_first_epoch():
 
 
 def actor_head_parameters(grads):
-    return {name: grad for name, grad in grads.items() if name.startswith(("action_net", "mlp_extractor.policy_net", "log_std"))}
+    prefixes = ("action_net", "mlp_extractor.policy_net", "log_std")
+    return {name: grad for name, grad in grads.items() if name.startswith(prefixes)}
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])

@@ -116,7 +116,7 @@ def test_truncation_bootstraps_and_termination_does_not():
     next_values = th.full((5, 1), 10.0)
     terminations = th.tensor([[False], [False], [False], [False], [True]])
     continues = th.tensor([[True], [True], [False], [True], [False]])
-    advantages, mc_returns = advantages_and_targets(rewards, values, next_values, terminations, continues, gamma, 1.0, "mc")
+    _, mc_returns = advantages_and_targets(rewards, values, next_values, terminations, continues, gamma, 1.0, "mc")
     # step 2 is truncated: G_2 = r + gamma * V(final observation) = 1 + 5
     assert mc_returns[:, 0].tolist() == [1 + 0.5 * (1 + 0.5 * 6), 1 + 0.5 * 6, 6.0, 1 + 0.5 * 1, 1.0]
     _, td = advantages_and_targets(rewards, values, next_values, terminations, continues, gamma, 1.0, "td")

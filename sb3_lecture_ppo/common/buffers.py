@@ -8,6 +8,7 @@ is padded to ``seq_length`` by repeating its last step ("append the last data un
 and its pad steps are masked out. Minibatches are sets of whole segments.
 """
 
+import itertools
 from collections.abc import Generator
 
 import numpy as np
@@ -39,7 +40,7 @@ def segment_starts(episode_starts: np.ndarray, seq_length: int) -> tuple[np.ndar
     boundaries = np.flatnonzero(episode_starts[1:]) + 1
     episode_bounds = np.concatenate(([0], boundaries, [n_steps]))
     starts, lengths = [], []
-    for begin, end in zip(episode_bounds[:-1], episode_bounds[1:], strict=True):
+    for begin, end in itertools.pairwise(episode_bounds):
         chunk_starts = np.arange(begin, end, seq_length)
         starts.append(chunk_starts)
         lengths.append(np.minimum(chunk_starts + seq_length, end) - chunk_starts)
@@ -115,7 +116,9 @@ class SegmentRolloutBuffer(RolloutBuffer):
         self.value_target = value_target
         self.n_distribution_params = distribution_params_dim(action_space)
         self._tensors: dict[str, th.Tensor] = {}
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs)
+        super().__init__(
+            buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
+        )
 
     def reset(self) -> None:
         self.next_observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self.observation_space.dtype)

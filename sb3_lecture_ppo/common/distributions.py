@@ -59,8 +59,7 @@ def distribution_params(distribution: Distribution) -> th.Tensor:
         normal = distribution.distribution
         return th.cat([normal.loc, normal.scale.expand_as(normal.loc)], dim=1)
     raise TypeError(
-        f"The exact KL is not implemented for {type(distribution).__name__} "
-        "(gSDE is not supported: pass use_sde=False)."
+        f"The exact KL is not implemented for {type(distribution).__name__} (gSDE is not supported: pass use_sde=False)."
     )
 
 
@@ -78,8 +77,7 @@ def kl_from_params(old_params: th.Tensor, distribution: Distribution) -> th.Tens
     if isinstance(distribution, MultiCategoricalDistribution):
         old_splits = th.split(old_params, list(distribution.action_dims), dim=1)
         kls = [
-            kl_divergence(Categorical(logits=old), new)
-            for old, new in zip(old_splits, distribution.distribution, strict=True)
+            kl_divergence(Categorical(logits=old), new) for old, new in zip(old_splits, distribution.distribution, strict=True)
         ]
         return th.stack(kls, dim=1).sum(dim=1)
     if isinstance(distribution, BernoulliDistribution):

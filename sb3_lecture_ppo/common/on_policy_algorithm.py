@@ -204,7 +204,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
                 actions_tensor = distribution.get_actions()
                 log_probs = distribution.log_prob(actions_tensor)
                 behaviour_params = distribution_params(distribution)
-            actions = actions_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[misc]
+            actions = actions_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[arg-type, misc]
             env_actions = actions
             if isinstance(self.action_space, spaces.Box):
                 env_actions = np.clip(actions, self.action_space.low, self.action_space.high)

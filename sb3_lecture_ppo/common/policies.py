@@ -116,5 +116,3 @@ def distribution_and_values(policy: ActorCriticPolicy, obs: PyTorchObs) -> tuple
         latent_pi = policy.mlp_extractor.forward_actor(pi_features)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
     return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf).flatten()
-
-

@@ -239,5 +239,3 @@ class LecturePPO(LectureOnPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-
