@@ -68,3 +68,10 @@ class CountingEnv(gym.Env):
     def step(self, action):
         self.count += 1
         return np.array([self.count], dtype=np.float32), 1.0, False, False, {}
+
+
+def make_space_env(space: str) -> gym.Env:
+    """SB3's identity envs, for the MultiDiscrete and MultiBinary action spaces."""
+    from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+
+    return IdentityEnvMultiDiscrete(dim=3) if space == "MultiDiscrete" else IdentityEnvMultiBinary(dim=3)

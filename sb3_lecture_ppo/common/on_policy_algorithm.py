@@ -157,16 +157,21 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
                         f"{segments_per_batch} (batch_size={self.batch_size} / seq_length): lower batch_size or "
                         "raise n_steps or n_envs."
                     )
-        if self.observation_space is not None and isinstance(self.observation_space, (spaces.Dict, spaces.Tuple)):
+
+    @classmethod
+    def _wrap_env(cls, env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:  # type: ignore[override]
+        """SB3's env wrapping, after refusing the spaces the lecture's algorithms do not support."""
+        if isinstance(env.observation_space, (spaces.Dict, spaces.Tuple)):
             raise TypeError(
-                f"{type(self).__name__} does not support the observation space {self.observation_space}: "
+                f"{cls.__name__} does not support the observation space {env.observation_space}: "
                 "flatten it with gymnasium.wrappers.FlattenObservation."
             )
-        if self.action_space is not None and not isinstance(self.action_space, SUPPORTED_ACTION_SPACES):
+        if not isinstance(env.action_space, SUPPORTED_ACTION_SPACES):
             raise TypeError(
-                f"{type(self).__name__} does not support the action space {self.action_space}: "
+                f"{cls.__name__} does not support the action space {env.action_space}: "
                 f"use one of {[space.__name__ for space in SUPPORTED_ACTION_SPACES]}."
             )
+        return super()._wrap_env(env, verbose, monitor_wrapper)
 
     def _setup_model(self) -> None:
         self.rollout_buffer_class = SegmentRolloutBuffer

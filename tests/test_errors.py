@@ -1,0 +1,79 @@
+"""Bad input fails at construction with a message that names the argument and the fix."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from sb3_lecture_ppo import LecturePPO
+from tests.helpers import tiny_kwargs
+
+
+class DictObservationEnv(gym.Env):
+    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (2,))})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class TupleActionEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,))
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
+
+
+@pytest.mark.parametrize(
+    "overrides, error, pattern",
+    [
+        (dict(seq_length=0), ValueError, "seq_length=0 must be a positive integer"),
+        (dict(seq_length=64), ValueError, "seq_length=64 is longer than n_steps=32"),
+        (dict(batch_size=20), ValueError, "batch_size=20 is not a multiple of seq_length=8.*use batch_size=16"),
+        (dict(batch_size=128), ValueError, "needs 16 .*lower batch_size or raise n_steps or n_envs"),
+        (dict(advantage_scope="episode"), ValueError, "advantage_scope='episode' is unknown"),
+        (dict(value_target="gae"), ValueError, "value_target='gae' is unknown"),
+        (dict(sampling="shuffle"), ValueError, "sampling='shuffle' is unknown"),
+        (dict(objective="trpo"), ValueError, "objective='trpo' is unknown"),
+        (dict(vf_coef=-1.0), ValueError, "vf_coef=-1.0 is out of range"),
+        (dict(pg_coef=-0.5), ValueError, "pg_coef=-0.5 is out of range"),
+        (dict(ent_coef=-0.1), ValueError, "ent_coef=-0.1 is out of range"),
+        (dict(clip_range=0.0), ValueError, "clip_range=0.0 is out of range.*None turns clipping off"),
+        (dict(clip_range=-0.2), ValueError, "clip_range=-0.2 is out of range"),
+        (dict(gamma=1.5), ValueError, "gamma=1.5 is out of range"),
+        (dict(gae_lambda=-0.1), ValueError, "gae_lambda=-0.1 is out of range"),
+        (dict(max_grad_norm=0.0), ValueError, "max_grad_norm=0.0 is out of range.*None"),
+        (dict(n_epochs=0), ValueError, "n_epochs=0 must be a positive integer"),
+        (dict(vf_coef="1"), TypeError, "vf_coef='1' must be a finite number"),
+        (dict(vf_coef=float("nan")), TypeError, "vf_coef=nan must be a finite number"),
+    ],
+)
+def test_bad_arguments(overrides, error, pattern):
+    with pytest.raises(error, match=pattern):
+        LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs(**overrides))
+
+
+def test_unknown_kwarg_is_a_type_error():
+    with pytest.raises(TypeError, match="eps_clip"):
+        LecturePPO("MlpPolicy", "CartPole-v1", eps_clip=0.2)
+
+
+def test_unsupported_observation_space():
+    with pytest.raises(TypeError, match="FlattenObservation"):
+        LecturePPO("MlpPolicy", DictObservationEnv(), **tiny_kwargs())
+
+
+def test_unsupported_action_space():
+    with pytest.raises(TypeError, match="does not support the action space"):
+        LecturePPO("MlpPolicy", TupleActionEnv(), **tiny_kwargs())
+
+
+def test_bad_hidden_size():
+    with pytest.raises(ValueError, match="hidden_size=0"):
+        LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs(policy_kwargs=dict(hidden_size=0)))
