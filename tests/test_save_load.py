@@ -70,7 +70,7 @@ def test_loading_a_file_of_another_algorithm_says_so(tmp_path):
 def test_loading_a_corrupt_file_says_so(tmp_path):
     path = tmp_path / "corrupt.zip"
     path.write_bytes(b"this is not a zip file")
-    with pytest.raises(ValueError, match="not a model saved by model.save"):
+    with pytest.raises(ValueError, match=r"not a model saved by model\.save"):
         LecturePPO.load(path)
 
 
