@@ -1,0 +1,44 @@
+"""
+Learning runs on real envs: slow, out of the default run (``pytest -m slow``).
+Each run is seeded; the thresholds are the issues' (100-episode mean >= 475 on CartPole-v1).
+"""
+
+import pytest
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_lecture_ppo import LecturePPO
+
+pytestmark = pytest.mark.slow
+
+CARTPOLE_THRESHOLD = 475
+
+
+def evaluate_on_cartpole(model, seed: int) -> float:
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 1000)
+    mean_reward, _ = evaluate_policy(model, eval_env, n_eval_episodes=100, deterministic=True)
+    return mean_reward
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lecture_ppo_defaults_learn_cartpole_in_100k_steps(seed):
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
+    model = LecturePPO("MlpPolicy", env, seed=seed, device="cpu").learn(100_000)
+    assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
+
+
+OBJECTIVE_SETTINGS = {
+    "clip": dict(objective="clip", clip_range=0.2),
+    "none": dict(objective="none"),
+    "kl_fixed": dict(objective="kl_fixed", kl_coef=1.0),
+    "kl_adaptive": dict(objective="kl_adaptive", kl_target=0.01),
+    "clip_kl_adaptive": dict(objective="clip_kl_adaptive", kl_target=0.01),
+}
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVE_SETTINGS))
+def test_each_objective_learns_cartpole_in_150k_steps(objective):
+    seed = 0
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
+    model = LecturePPO("MlpPolicy", env, seed=seed, device="cpu", **OBJECTIVE_SETTINGS[objective]).learn(150_000)
+    assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
