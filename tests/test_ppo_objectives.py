@@ -103,7 +103,9 @@ def test_adaptive_beta_doubles_when_the_update_moves_too_far():
 
 
 def test_fixed_beta_schedule_is_logged():
-    model = LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs(objective="kl_fixed", kl_coef=lambda progress: 3 * progress + 1))
+    model = LecturePPO(
+        "MlpPolicy", "CartPole-v1", **tiny_kwargs(objective="kl_fixed", kl_coef=lambda progress: 3 * progress + 1)
+    )
     model.learn(64)
     # the last update of a run happens at progress_remaining = 0
     assert model._current_progress_remaining == 0.0
