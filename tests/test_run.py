@@ -160,3 +160,11 @@ def test_target_kl_stops_the_epoch_loop_early():
     model = LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs(target_kl=1e-9, n_epochs=5, learning_rate=1e-2))
     model.learn(32)
     assert model.logger.name_to_value["train/n_updates"] < 5
+
+
+def test_train_command_prints_the_evaluation(capsys):
+    from sb3_lecture_ppo.train import main
+
+    mean_reward = main(["--env", "CartPole-v1", "--timesteps", "64", "--eval-episodes", "2", "--algo", "lecture_gae_ac"])
+    assert "mean_reward=" in capsys.readouterr().out
+    assert mean_reward > 0
