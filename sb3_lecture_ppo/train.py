@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> float:
     mean_reward, std_reward = evaluate_policy(model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True)
     print(
         f"{args.algo} on {args.env}, {args.timesteps} steps, seed {args.seed}: "
-        f"mean_reward={mean_reward:.2f} +/- {std_reward:.2f} over {args.eval_episodes} episodes"
+        f"mean_reward={float(mean_reward):.2f} +/- {float(std_reward):.2f} over {args.eval_episodes} episodes"
     )
-    return mean_reward
+    return float(mean_reward)
 
 
 if __name__ == "__main__":
