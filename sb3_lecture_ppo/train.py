@@ -8,6 +8,8 @@ For tuned hyperparameters, tuning and plots use the RL Zoo (see the README).
 
 import argparse
 
+import numpy as np
+
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -42,12 +44,15 @@ def main(argv: list[str] | None = None) -> float:
     if args.save:
         model.save(args.save)
     eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000)
-    mean_reward, std_reward = evaluate_policy(model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True)
+    episode_rewards, _ = evaluate_policy(
+        model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True, return_episode_rewards=True
+    )
+    mean_reward, std_reward = float(np.mean(episode_rewards)), float(np.std(episode_rewards))
     print(
         f"{args.algo} on {args.env}, {args.timesteps} steps, seed {args.seed}: "
-        f"mean_reward={float(mean_reward):.2f} +/- {float(std_reward):.2f} over {args.eval_episodes} episodes"
+        f"mean_reward={mean_reward:.2f} +/- {std_reward:.2f} over {args.eval_episodes} episodes"
     )
-    return float(mean_reward)
+    return mean_reward
 
 
 if __name__ == "__main__":
