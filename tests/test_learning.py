@@ -7,7 +7,9 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from sb3_lecture_ppo import LecturePPO
+from stable_baselines3.common.utils import LinearSchedule
+
+from sb3_lecture_ppo import LectureActorCritic, LectureGAEActorCritic, LectureMonteCarloPG, LecturePPO
 
 pytestmark = pytest.mark.slow
 
@@ -41,4 +43,42 @@ def test_each_objective_learns_cartpole_in_150k_steps(objective):
     seed = 0
     env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
     model = LecturePPO("MlpPolicy", env, seed=seed, device="cpu", **OBJECTIVE_SETTINGS[objective]).learn(150_000)
+    assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lecture_ppo_zoo_cartpole_entry_reaches_500_in_50k_steps(seed):
+    """hyperparams/lecture_ppo.yml, CartPole-v1 (the zoo's lin_ schedules are LinearSchedule(x, 0, 1))."""
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = LecturePPO(
+        "MlpPolicy",
+        env,
+        n_steps=32,
+        batch_size=256,
+        seq_length=16,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate=LinearSchedule(1e-3, 0.0, 1.0),
+        clip_range=LinearSchedule(0.2, 0.0, 1.0),
+        seed=seed,
+        device="cpu",
+    ).learn(50_000)
+    assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
+
+
+PRECURSOR_SETTINGS = [
+    (LectureActorCritic, {}),
+    (LectureGAEActorCritic, {}),
+    (LectureMonteCarloPG, dict(n_steps=32)),
+]
+
+
+@pytest.mark.parametrize("algo, settings", PRECURSOR_SETTINGS)
+def test_precursors_learn_cartpole_in_500k_steps(algo, settings):
+    """The precursors' yml entries: class defaults on 8 envs (Monte-Carlo with 32-step rollouts)."""
+    seed = 0
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = algo("MlpPolicy", env, seed=seed, device="cpu", **settings).learn(500_000)
     assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD

@@ -37,8 +37,10 @@ def test_train_enjoy_plot_and_continue(tmp_path):
     zoo("rl_zoo3.train", "--algo", "lecture_ppo", "--env", "CartPole-v1", "-n", "2000", "--seed", "1", *params, cwd=tmp_path)
     run_folder = tmp_path / "logs" / "lecture_ppo" / "CartPole-v1_1"
     model = LecturePPO.load(run_folder / "CartPole-v1.zip")
-    assert (model.seq_length, model.adaptive_kl_coef) == (16, 0.5)
-    assert "seq_length" not in (run_folder / "CartPole-v1" / "config.yml").read_text()  # the yml's CartPole entry: defaults
+    updates = model.num_timesteps // (model.n_steps * model.n_envs)
+    assert model.seq_length == 16 and updates > 0
+    assert model.adaptive_kl_coef == 0.5**updates
+    assert "seq_length" in (run_folder / "CartPole-v1" / "config.yml").read_text()  # our yml's CartPole entry
 
     enjoy = ["--algo", "lecture_ppo", "--env", "CartPole-v1", "-f", "logs/", "--no-render", "-n", "300"]
     assert "Mean reward" in zoo("rl_zoo3.enjoy", *enjoy, cwd=tmp_path).stdout
@@ -58,7 +60,8 @@ def test_train_enjoy_plot_and_continue(tmp_path):
         cwd=tmp_path,
     )
     continued = LecturePPO.load(tmp_path / "logs" / "lecture_ppo" / "CartPole-v1_2" / "CartPole-v1.zip")
-    assert continued.adaptive_kl_coef == 0.25
+    continued_updates = continued.num_timesteps // (continued.n_steps * continued.n_envs)
+    assert continued.adaptive_kl_coef == model.adaptive_kl_coef * 0.5**continued_updates
 
 
 def test_params_override_eval_save_freq_and_tensorboard(tmp_path):
@@ -240,3 +243,33 @@ def test_regular_install_registers_and_uninstalls(tmp_path):
     assert run([str(python), "-c", check], cwd=tmp_path).stdout.split() == ["True", "True", "True"]
     run([str(python), "-m", "pip", "uninstall", "--yes", "--quiet", "sb3_lecture_ppo"], cwd=tmp_path)
     assert not (site / "sb3_lecture_ppo_zoo.pth").exists()
+
+
+def test_the_lectures_code_ex1_configuration(tmp_path):
+    from sb3_lecture_ppo.zoo.registration import hyperparams_file
+
+    conf = hyperparams_file("lecture_code_ex1")
+    zoo("rl_zoo3.train", "--algo", "lecture_ppo", "--env", "CartPole-v1", "-conf", str(conf), "-n", "1024", cwd=tmp_path)
+    model = LecturePPO.load(tmp_path / "logs" / "lecture_ppo" / "CartPole-v1_1" / "CartPole-v1.zip")
+    expected = dict(
+        gamma=0.99,
+        gae_lambda=0.95,
+        n_epochs=4,
+        sampling="random",
+        vf_coef=1.0,
+        pg_coef=0.5,
+        ent_coef=0.001,
+        n_envs=8,
+        seq_length=16,
+        n_steps=128,
+        batch_size=256,
+        advantage_scope="segment",
+        recompute_advantage=True,
+        value_target="td",
+        normalize_advantage=False,
+        max_grad_norm=None,
+    )
+    assert {name: getattr(model, name) for name in expected} == expected
+    assert model.clip_range(1.0) == 100.0 and model.learning_rate(1.0) == 1e-4
+    assert model.n_steps * model.n_envs // model.seq_length == 64  # trajectories per update
+    assert model.policy.hidden_size == 128 and not model.policy.ortho_init
