@@ -75,3 +75,17 @@ def make_space_env(space: str) -> gym.Env:
     from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 
     return IdentityEnvMultiDiscrete(dim=3) if space == "MultiDiscrete" else IdentityEnvMultiBinary(dim=3)
+
+
+def assert_train_is_one_sgd_step(model, hand_loss: th.Tensor, learning_rate: float, atol: float = 1e-6) -> None:
+    """``model.train()`` moves every parameter by ``-learning_rate * grad(hand_loss)`` (plain SGD)."""
+    before = {name: value.detach().clone() for name, value in model.policy.named_parameters()}
+    model.policy.zero_grad()
+    hand_loss.backward()
+    expected = {
+        name: before[name] if param.grad is None else before[name] - learning_rate * param.grad
+        for name, param in model.policy.named_parameters()
+    }
+    model.train()
+    for name, param in model.policy.named_parameters():
+        th.testing.assert_close(param.detach(), expected[name], atol=atol, rtol=1e-4, msg=name)

@@ -8,7 +8,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_lecture_ppo import LectureActorCritic, LectureGAEActorCritic, LectureMonteCarloPG, LecturePPO
 from sb3_lecture_ppo.common.policies import distribution_and_values
-from tests.helpers import parameters
+from tests.helpers import assert_train_is_one_sgd_step, parameters
 from tests.reference import RandomRollout, reference_advantages_and_targets
 
 PRECURSORS = [LectureActorCritic, LectureGAEActorCritic, LectureMonteCarloPG]
@@ -76,7 +76,6 @@ def test_one_update_equals_a_hand_computed_gradient_step(env_id, algo, overrides
     if algo is LectureMonteCarloPG and not model.baseline:
         advantages = targets
 
-    before = {name: value.detach().clone() for name, value in model.policy.named_parameters()}
     buffer = model.rollout_buffer
     actions = buffer.tensor("actions")
     if env_id == "CartPole-v1":
@@ -85,16 +84,8 @@ def test_one_update_equals_a_hand_computed_gradient_step(env_id, algo, overrides
     critic_loss = ((th.as_tensor(targets, dtype=th.float32) - values) ** 2).mean()
     actor_loss = -(th.as_tensor(advantages, dtype=th.float32) * distribution.log_prob(actions)).mean()
     exploration_loss = -distribution.entropy().mean()
-    model.policy.zero_grad()
-    (vf_coef * critic_loss + pg_coef * actor_loss + ent_coef * exploration_loss).backward()
-    expected = {
-        name: before[name] if param.grad is None else before[name] - learning_rate * param.grad
-        for name, param in model.policy.named_parameters()
-    }
-
-    model.train()
-    for name, param in model.policy.named_parameters():
-        th.testing.assert_close(param.detach(), expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    hand_loss = vf_coef * critic_loss + pg_coef * actor_loss + ent_coef * exploration_loss
+    assert_train_is_one_sgd_step(model, hand_loss, learning_rate, atol=1e-5)
 
 
 def test_gae_actor_critic_with_lambda_zero_is_the_td_actor_critic():

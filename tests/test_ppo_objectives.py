@@ -6,7 +6,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_lecture_ppo import LecturePPO
 from sb3_lecture_ppo.common.policies import distribution_and_values
-from tests.helpers import collected_model, parameters, tiny_kwargs
+from tests.helpers import assert_train_is_one_sgd_step, collected_model, parameters, tiny_kwargs
 
 SGD_POLICY = dict(hidden_size=16, optimizer_class=th.optim.SGD, optimizer_kwargs={})
 
@@ -58,24 +58,14 @@ def test_none_one_epoch_one_minibatch_is_the_vanilla_policy_gradient_step(env_id
         policy_kwargs=SGD_POLICY,
     )
     buffer = model.rollout_buffer
-    before = {name: value.detach().clone() for name, value in model.policy.named_parameters()}
 
     # -sg(A) * grad log pi, averaged over every step of the rollout
-    model.policy.zero_grad()
     actions = buffer.tensor("actions")
     if env_id == "CartPole-v1":
         actions = actions.long().flatten()
     distribution, _ = distribution_and_values(model.policy, buffer.tensor("observations"))
     loss = -(buffer.tensor("advantages").detach() * distribution.log_prob(actions)).mean()
-    loss.backward()
-    expected = {
-        name: before[name] if param.grad is None else before[name] - learning_rate * param.grad
-        for name, param in model.policy.named_parameters()
-    }
-
-    model.train()
-    for name, param in model.policy.named_parameters():
-        th.testing.assert_close(param.detach(), expected[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert_train_is_one_sgd_step(model, loss, learning_rate)
 
 
 def test_adaptive_beta_carries_over_save_load_and_continued_training(tmp_path):
