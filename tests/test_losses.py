@@ -126,3 +126,22 @@ def test_truncation_keeps_the_true_final_observation_and_bootstraps_from_it():
     # segments: [0..3], [4], [5..8], [9], [10, 11]: the truncated step 4 ends its segment
     assert buffer.n_segments == 5
     np.testing.assert_allclose(buffer.pad_fraction, 1 - 12 / 20)
+
+
+def test_clip_range_vf_clips_the_value_change_as_sb3():
+    model = collected_model(clip_range_vf=0.1)
+    samples = all_segments(model)
+    samples = samples._replace(old_values=samples.old_values + 3.0)  # far from the current values
+    _, _, stats = loss_and_gradients(model, samples)
+    mask = samples.mask
+    with th.no_grad():
+        values = model.policy.predict_values(samples.observations[mask]).flatten()
+        _, targets = model._minibatch_advantages(samples, values)
+    old_values = samples.old_values[mask]
+    clipped = old_values + th.clamp(values - old_values, -0.1, 0.1)
+    assert stats["value_loss"][0] == pytest.approx(((targets - clipped) ** 2).mean().item(), rel=1e-5)
+
+
+def test_bad_clip_range_vf():
+    with pytest.raises(ValueError, match=r"clip_range_vf=0\.0 is out of range"):
+        LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs(clip_range_vf=0.0))

@@ -10,6 +10,7 @@ import json
 import pathlib
 import zipfile
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -270,7 +271,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _record_minibatch(self, stats: dict[str, list[float]], ratio: th.Tensor) -> None:
         """Algorithm-specific minibatch statistics (PPO's clip fraction)."""
 
-    def _minibatches(self) -> list[SegmentRolloutBufferSamples] | Any:
+    def _minibatches(self) -> Iterable[SegmentRolloutBufferSamples]:
         """The minibatches of one epoch: a shuffled pass, or one random draw (the lecture's)."""
         if self.sampling == "epochs":
             return self.rollout_buffer.get(self.batch_size)
