@@ -45,6 +45,9 @@ def test_train_enjoy_plot_and_continue(tmp_path):
     enjoy = ["--algo", "lecture_ppo", "--env", "CartPole-v1", "-f", "logs/", "--no-render", "-n", "300"]
     assert "Mean reward" in zoo("rl_zoo3.enjoy", *enjoy, cwd=tmp_path).stdout
     zoo("rl_zoo3.plots.plot_train", "--algo", "lecture_ppo", "--env", "CartPole-v1", "-f", "logs/", cwd=tmp_path)
+    video = ["--algo", "lecture_ppo", "--env", "CartPole-v1", "-f", "logs/", "-n", "50", "--exp-id", "1"]
+    run([sys.executable, "-m", "rl_zoo3.record_video", *video], cwd=tmp_path, env={**ENV, "SDL_VIDEODRIVER": "dummy"})
+    assert list((run_folder / "videos").glob("*.mp4"))
 
     # -i: continue training from the saved agent: the adaptive beta carries over
     zoo(
@@ -104,8 +107,9 @@ def test_rl_zoo3_console_script_with_a_precursor_and_progress_bar(tmp_path):
 
 
 @pytest.mark.parametrize("algo", ["lecture_gae_ac", "lecture_mc_pg"])
-def test_every_precursor_trains_with_its_yml(tmp_path, algo):
-    zoo("rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1", "-n", "1000", cwd=tmp_path)
+def test_every_precursor_trains_with_its_yml_on_subprocess_envs(tmp_path, algo):
+    subproc = ["--vec-env", "subproc", "-params", "n_envs:2"]
+    zoo("rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1", "-n", "1000", *subproc, cwd=tmp_path)
     assert (tmp_path / "logs" / algo / "CartPole-v1_1" / "CartPole-v1.zip").exists()
 
 
