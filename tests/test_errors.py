@@ -50,6 +50,7 @@ class TupleActionEnv(gym.Env):
         (dict(gae_lambda=-0.1), ValueError, "gae_lambda=-0.1 is out of range"),
         (dict(max_grad_norm=0.0), ValueError, "max_grad_norm=0.0 is out of range.*None"),
         (dict(n_epochs=0), ValueError, "n_epochs=0 must be a positive integer"),
+        (dict(learning_rate=-1e-3), ValueError, "learning_rate=-0.001 is out of range"),
         (dict(vf_coef="1"), TypeError, "vf_coef='1' must be a finite number"),
         (dict(vf_coef=float("nan")), TypeError, "vf_coef=nan must be a finite number"),
     ],

@@ -124,6 +124,8 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         _check_choice("sampling", self.sampling, SAMPLINGS)
         for name in ("vf_coef", "pg_coef", "ent_coef"):
             _check_number(name, getattr(self, name), minimum=0.0)
+        if not callable(self.learning_rate):
+            _check_number("learning_rate", self.learning_rate, minimum=0.0, strict=True, hint="(or a schedule)")
         _check_number("gamma", self.gamma, minimum=0.0, maximum=1.0)
         _check_number("gae_lambda", self.gae_lambda, minimum=0.0, maximum=1.0)
         if self.max_grad_norm is not None:
