@@ -82,3 +82,28 @@ def test_precursors_learn_cartpole_in_500k_steps(algo, settings):
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = algo("MlpPolicy", env, seed=seed, device="cpu", **settings).learn(500_000)
     assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
+
+
+HALFCHEETAH_THRESHOLD = 4000  # seed 0 reached 6468 (README); SB3 PPO with the zoo's settings: 6722 / 5038 / 4994
+
+
+def test_lecture_ppo_halfcheetah_entry_at_1m_steps():
+    """hyperparams/lecture_ppo.yml, HalfCheetah-v5, seed 0, 10-episode evaluation at 1M steps (about 45 min)."""
+    import yaml
+    from stable_baselines3.common.vec_env import VecNormalize
+    from torch import nn
+
+    from sb3_lecture_ppo.zoo.registration import hyperparams_file
+
+    seed = 0
+    params = dict(yaml.safe_load(hyperparams_file("lecture_ppo").read_text())["HalfCheetah-v5"])
+    n_timesteps = int(params.pop("n_timesteps"))
+    assert params.pop("normalize") and params.pop("n_envs") == 1
+    params["policy_kwargs"] = eval(params["policy_kwargs"], {"nn": nn})
+    env = VecNormalize(make_vec_env("HalfCheetah-v5", n_envs=1, seed=seed), gamma=params["gamma"])
+    model = LecturePPO(env=env, seed=seed, device="cpu", **params).learn(n_timesteps)
+
+    eval_env = VecNormalize(make_vec_env("HalfCheetah-v5", n_envs=1, seed=seed + 1000), training=False, norm_reward=False)
+    eval_env.obs_rms = env.obs_rms
+    mean_reward, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    assert mean_reward >= HALFCHEETAH_THRESHOLD
