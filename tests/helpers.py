@@ -1,4 +1,3 @@
-import copy
 from collections import defaultdict
 from typing import Any
 
@@ -48,10 +47,6 @@ def loss_and_gradients(model, samples) -> tuple[th.Tensor, dict[str, th.Tensor],
 
 def parameters(model) -> dict[str, th.Tensor]:
     return {name: value.clone() for name, value in model.policy.state_dict().items()}
-
-
-def clone_model(model):
-    return copy.deepcopy(model)
 
 
 class CountingEnv(gym.Env):

@@ -294,7 +294,8 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         stats: dict[str, list[float]] = defaultdict(list)
         continue_training = True
         for epoch in range(self.n_epochs):
-            if self.recompute_advantage and self.advantage_scope == "rollout":
+            # the rollout's advantages were computed with this very critic: recompute from the second epoch on
+            if self.recompute_advantage and self.advantage_scope == "rollout" and epoch > 0:
                 buffer.compute_advantages(
                     self._critic_values(buffer.tensor("observations")),
                     self._critic_values(buffer.tensor("next_observations")),
