@@ -202,6 +202,27 @@ def test_disabled_hook_leaves_the_zoo_alone(tmp_path):
     assert result.stdout.strip() == "True"
 
 
+def test_disabled_hook_tells_how_to_register(tmp_path):
+    env = {**ENV, "SB3_LECTURE_PPO_NO_ZOO_HOOK": "1"}
+    command = [sys.executable, "-m", "rl_zoo3.train", "--algo", "lecture_ppo", "--env", "CartPole-v1"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--algo lecture_ppo is not registered" in result.stderr
+    assert "SB3_LECTURE_PPO_NO_ZOO_HOOK" in result.stderr and "python -m sb3_lecture_ppo.zoo" in result.stderr
+    result = run([sys.executable, "-c", "import rl_zoo3"], cwd=tmp_path, env=env)
+    assert "sb3_lecture_ppo" not in result.stderr
+
+
+def test_hook_knows_every_zoo_name():
+    from sb3_lecture_ppo.zoo.hook import ALGORITHM_NAMES, requested_algorithm
+    from sb3_lecture_ppo.zoo.registration import zoo_algorithms
+
+    assert set(ALGORITHM_NAMES) == set(zoo_algorithms())
+    assert requested_algorithm(["train.py", "--algo", "lecture_ac", "--env", "X"]) == "lecture_ac"
+    assert requested_algorithm(["train.py", "--algo=lecture_mc_pg"]) == "lecture_mc_pg"
+    assert requested_algorithm(["train.py", "--algo", "ppo", "--algo"]) is None
+
+
 def test_no_torch_or_zoo_import_at_start_up(tmp_path):
     result = run([sys.executable, "-X", "importtime", "-c", "pass"], cwd=tmp_path)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
@@ -210,7 +231,8 @@ def test_no_torch_or_zoo_import_at_start_up(tmp_path):
 
 
 @pytest.mark.parametrize("algo", sorted(SAMPLERS))
-def test_samplers_draw_consistent_settings(algo):
+@pytest.mark.parametrize("env_id, n_actions, n_envs", [("CartPole-v1", 0, 8), ("Pendulum-v1", 1, 1)])
+def test_samplers_draw_consistent_settings(algo, env_id, n_actions, n_envs):
     from stable_baselines3.common.env_util import make_vec_env
 
     from sb3_lecture_ppo.zoo.registration import zoo_algorithms
@@ -218,10 +240,20 @@ def test_samplers_draw_consistent_settings(algo):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         trial = study.ask()
-        kwargs = SAMPLERS[algo](trial, 2, 1, {})
+        kwargs = SAMPLERS[algo](trial, n_actions, n_envs, {})
         assert convert_lecture_params(trial.params) == kwargs
-        zoo_algorithms()[algo]("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), **kwargs)  # no error
+        assert kwargs["n_steps"] * n_envs >= 64
+        assert ("log_std_init" in kwargs["policy_kwargs"]) == (n_actions > 0)
+        model = zoo_algorithms()[algo]("MlpPolicy", make_vec_env(env_id, n_envs=n_envs), **kwargs)  # no error
+        head = kwargs["policy_kwargs"]["net_arch"]["pi"]
+        assert model.policy.mlp_extractor.latent_dim_pi == (head[-1] if head else kwargs["policy_kwargs"]["hidden_size"])
         study.tell(trial, 0.0)
+
+
+def test_converter_reads_trials_stored_before_the_network_was_sampled():
+    params = dict(seq_length=16, n_steps_pow=5, one_minus_gamma=0.01, hidden_size=64)
+    policy_kwargs = convert_lecture_params(params)["policy_kwargs"]
+    assert policy_kwargs == dict(hidden_size=64, net_arch=dict(pi=[64], vf=[64]), share_features_extractor=True)
 
 
 def test_regular_install_registers_and_uninstalls(tmp_path):

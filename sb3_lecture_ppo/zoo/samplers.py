@@ -15,20 +15,31 @@ import optuna
 Sampler = Callable[[optuna.Trial, int, int, dict], dict[str, Any]]
 
 
-def _sample_common(trial: optuna.Trial, max_n_steps_pow: int) -> None:
+def _sample_common(trial: optuna.Trial, n_actions: int, n_envs: int, max_n_steps_pow: int) -> None:
     trial.suggest_categorical("seq_length", [8, 16, 32])
-    trial.suggest_int("n_steps_pow", 3, max_n_steps_pow)
+    # at least 64 transitions per rollout: with one env, 8-step rollouts and 20 epochs waste a trial's time
+    min_n_steps_pow = max(3, 6 - (max(n_envs, 1).bit_length() - 1))
+    trial.suggest_int("n_steps_pow", min(min_n_steps_pow, max_n_steps_pow), max_n_steps_pow)
     trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True)
     trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True)
     trial.suggest_float("vf_coef", 0.2, 1.0)
     trial.suggest_float("ent_coef", 1e-8, 0.05, log=True)
     trial.suggest_float("max_grad_norm", 0.3, 2.0)
+    _sample_network(trial, n_actions)
+
+
+def _sample_network(trial: optuna.Trial, n_actions: int) -> None:
+    """The whole ``policy_kwargs`` (as the zoo's own samplers, they replace the yml's)."""
     trial.suggest_categorical("hidden_size", [64, 128, 256])
+    trial.suggest_categorical("head_layers", [0, 1])
+    trial.suggest_categorical("share_features_extractor", [True, False])
+    if n_actions > 0:  # the zoo passes the action dimension for Box action spaces only
+        trial.suggest_float("log_std_init", -2.0, 0.0)
 
 
 def sample_lecture_ppo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """LecturePPO: segments, the three coefficients, GAE, gamma, learning rate, objective and network size."""
-    _sample_common(trial, max_n_steps_pow=11)
+    _sample_common(trial, n_actions, n_envs, max_n_steps_pow=11)
     trial.suggest_categorical("segments_per_batch", [2, 4, 8, 16])
     trial.suggest_float("one_minus_gae_lambda", 0.001, 0.2, log=True)
     trial.suggest_float("pg_coef", 0.5, 1.0)
@@ -46,7 +57,7 @@ def sample_lecture_ppo_params(trial: optuna.Trial, n_actions: int, n_envs: int, 
 
 def sample_actor_critic_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """The TD actor-critic (lambda stays 0)."""
-    _sample_common(trial, max_n_steps_pow=7)
+    _sample_common(trial, n_actions, n_envs, max_n_steps_pow=7)
     trial.suggest_categorical("normalize_advantage", [False, True])
     return convert_lecture_params(trial.params)
 
@@ -75,8 +86,22 @@ def convert_lecture_params(params: dict[str, Any]) -> dict[str, Any]:
     kwargs["gamma"] = 1 - kwargs.pop("one_minus_gamma")
     if "one_minus_gae_lambda" in kwargs:
         kwargs["gae_lambda"] = 1 - kwargs.pop("one_minus_gae_lambda")
-    kwargs["policy_kwargs"] = dict(hidden_size=kwargs.pop("hidden_size"))
+    kwargs["policy_kwargs"] = _policy_kwargs(kwargs)
     return kwargs
+
+
+def _policy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the network's raw parameters out of ``kwargs``; trials stored before they were sampled get the defaults."""
+    hidden_size = kwargs.pop("hidden_size")
+    head_layers = kwargs.pop("head_layers", 1)
+    policy_kwargs: dict[str, Any] = dict(
+        hidden_size=hidden_size,
+        net_arch=dict(pi=[hidden_size] * head_layers, vf=[hidden_size] * head_layers),
+        share_features_extractor=kwargs.pop("share_features_extractor", True),
+    )
+    if "log_std_init" in kwargs:
+        policy_kwargs["log_std_init"] = kwargs.pop("log_std_init")
+    return policy_kwargs
 
 
 SAMPLERS: dict[str, Sampler] = {
