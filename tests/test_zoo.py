@@ -113,6 +113,27 @@ def test_every_precursor_trains_with_its_yml_on_subprocess_envs(tmp_path, algo):
     assert (tmp_path / "logs" / algo / "CartPole-v1_1" / "CartPole-v1.zip").exists()
 
 
+TRAIN_EVERY_ENTRY = """
+import sys
+from rl_zoo3.train import train
+
+for algo in sys.argv[1:]:
+    for env_id in ("HalfCheetah-v5", "HalfCheetah-v4"):
+        sys.argv = ["train", "--algo", algo, "--env", env_id, "-n", "600", "--seed", "0"]
+        train()
+"""
+
+
+def test_every_halfcheetah_entry_trains(tmp_path):
+    """Every algorithm's HalfCheetah-v5 and -v4 yml entry builds and trains through the zoo (one short rollout)."""
+    algos = sorted(SAMPLERS)
+    run([sys.executable, "-c", TRAIN_EVERY_ENTRY, *algos], cwd=tmp_path)
+    for algo in algos:
+        for env_id in ("HalfCheetah-v5", "HalfCheetah-v4"):
+            saved = tmp_path / "logs" / algo / f"{env_id}_1" / f"{env_id}.zip"
+            assert saved.exists(), saved
+
+
 def test_optimize_with_two_workers_on_one_journal_and_trial_id(tmp_path):
     storage = str(tmp_path / "study.log")
     optimize = [
