@@ -46,14 +46,14 @@ def test_each_objective_learns_cartpole_in_150k_steps(objective):
     assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
 
 
-def zoo_entry(env_id: str) -> dict:
-    """Our yml entry for LecturePPO as model kwargs (policy_kwargs strings evaluated as the zoo does)."""
+def zoo_entry(env_id: str, algo: str = "lecture_ppo") -> dict:
+    """Our yml entry of ``algo`` as model kwargs (policy_kwargs strings evaluated as the zoo does)."""
     import yaml
     from torch import nn
 
     from sb3_lecture_ppo.zoo.registration import hyperparams_file
 
-    params = dict(yaml.safe_load(hyperparams_file("lecture_ppo").read_text())[env_id])
+    params = dict(yaml.safe_load(hyperparams_file(algo).read_text())[env_id])
     if "policy_kwargs" in params:
         params["policy_kwargs"] = eval(params["policy_kwargs"], {"nn": nn})
     for key in ("learning_rate", "clip_range"):
@@ -73,21 +73,20 @@ def test_lecture_ppo_zoo_cartpole_entry_reaches_500_within_50k_steps(seed):
     assert evaluate_on_cartpole(model, seed) >= 500
 
 
-PRECURSOR_SETTINGS = [
-    (LectureActorCritic, {}),
-    (LectureGAEActorCritic, {}),
-    (LectureMonteCarloPG, dict(n_steps=32)),
-]
+PRECURSORS = {"lecture_ac": LectureActorCritic, "lecture_gae_ac": LectureGAEActorCritic, "lecture_mc_pg": LectureMonteCarloPG}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("algo, settings", PRECURSOR_SETTINGS)
-def test_precursors_learn_cartpole_in_500k_steps(algo, settings, seed):
-    """The precursors' yml entries: class defaults on 8 envs (Monte-Carlo with 32-step rollouts)."""
-    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    model = algo("MlpPolicy", env, seed=seed, device="cpu", **settings).learn(500_000)
+@pytest.mark.parametrize("name", sorted(PRECURSORS))
+def test_precursors_cartpole_entries_learn_in_500k_steps(name, seed):
+    """The precursors' yml entries for CartPole-v1 (8 envs, 500k steps)."""
+    params = zoo_entry("CartPole-v1", name)
+    n_timesteps = int(params.pop("n_timesteps"))
+    assert n_timesteps <= 500_000
+    env = make_vec_env("CartPole-v1", n_envs=params.pop("n_envs"), seed=seed)
+    model = PRECURSORS[name](env=env, seed=seed, device="cpu", **params).learn(n_timesteps)
     mean_reward = evaluate_on_cartpole(model, seed)
-    print(f"{algo.__name__} seed {seed}: evaluation {mean_reward:.1f}")  # shown with pytest -s
+    print(f"{name} seed {seed}: evaluation {mean_reward:.1f}")  # shown with pytest -s
     assert mean_reward >= CARTPOLE_THRESHOLD
 
 
