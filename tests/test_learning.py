@@ -107,4 +107,5 @@ def test_lecture_ppo_halfcheetah_entry_at_1m_steps():
     eval_env = VecNormalize(make_vec_env("HalfCheetah-v5", n_envs=1, seed=seed + 1000), training=False, norm_reward=False)
     eval_env.obs_rms = env.obs_rms
     mean_reward, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    print(f"HalfCheetah-v5 seed {seed}: evaluation {mean_reward:.1f}")  # shown with pytest -s
     assert mean_reward >= HALFCHEETAH_THRESHOLD
