@@ -1,4 +1,7 @@
-"""Enqueue the shipped HalfCheetah entry of lecture_ppo.yml, as raw sampler parameters, into a zoo study."""
+"""
+Enqueue the zoo's PPO HalfCheetah-v4 settings carried over to LecturePPO (the lecture_ppo.yml entry before
+tuning; trial 0 of benchmarks/results/lecture_ppo_HalfCheetah-v5.study.log), as raw sampler parameters.
+"""
 
 import sys
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Zoo tuning of one of our algorithms: WORKERS processes on one Optuna journal file (the README's
-# distributed-tuning recipe). For lecture_ppo on HalfCheetah the shipped entry is enqueued as trial 0.
+# distributed-tuning recipe). For lecture_ppo on HalfCheetah the pre-tuning entry is enqueued as trial 0.
 # Usage: benchmarks/tune.sh ALGO ENV TRIALS_PER_WORKER STEPS_PER_TRIAL [WORKERS] [EVALUATIONS]
 set -euo pipefail
 ALGO=$1

@@ -7,6 +7,7 @@ consistent by construction: ``batch_size = segments_per_batch * seq_length`` and
 ``n_steps >= batch_size``, so a rollout always holds at least one minibatch, whatever ``n_envs``.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +15,13 @@ import optuna
 
 Sampler = Callable[[optuna.Trial, int, int, dict], dict[str, Any]]
 
+MIN_ROLLOUT_TRANSITIONS = 64  # n_steps * n_envs drawn by the samplers
+
 
 def _sample_common(trial: optuna.Trial, n_actions: int, n_envs: int, max_n_steps_pow: int) -> None:
     trial.suggest_categorical("seq_length", [8, 16, 32])
-    # at least 64 transitions per rollout: with one env, 8-step rollouts and 20 epochs waste a trial's time
-    min_n_steps_pow = max(3, 6 - (max(n_envs, 1).bit_length() - 1))
+    # with one env, 8-step rollouts and 20 epochs waste a trial's time
+    min_n_steps_pow = max(3, math.ceil(math.log2(MIN_ROLLOUT_TRANSITIONS / max(n_envs, 1))))
     trial.suggest_int("n_steps_pow", min(min_n_steps_pow, max_n_steps_pow), max_n_steps_pow)
     trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True)
     trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True)
