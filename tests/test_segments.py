@@ -6,9 +6,12 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_lecture_ppo.common.buffers import SegmentRolloutBuffer, segment_indices
+from sb3_lecture_ppo.common import segments
 from sb3_lecture_ppo.common.segments import (
     advantages_and_targets,
     discounted_backward_sum,
+    discounted_backward_sum_loop,
+    discounted_backward_sum_matrix,
     segment_continues,
     td_errors,
 )
@@ -83,11 +86,19 @@ def filled_buffer(rollout, seq_length, scope, value_target, gamma, gae_lambda):
     return buffer
 
 
+@pytest.fixture(params=["matrix", "loop"])
+def summation(request, monkeypatch):
+    """Run a test with the matrix form of the discounted sums where it applies, and with the loop only."""
+    if request.param == "loop":
+        monkeypatch.setattr(segments, "MATRIX_FORM_MAX_ELEMENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("scope", ["segment", "rollout"])
 @pytest.mark.parametrize("value_target", ["td", "lambda", "mc"])
 @pytest.mark.parametrize("gae_lambda", [0.0, 0.9, 1.0])
 @pytest.mark.parametrize("seed", range(3))
-def test_advantages_and_targets_match_reference(scope, value_target, gae_lambda, seed):
+def test_advantages_and_targets_match_reference(scope, value_target, gae_lambda, seed, summation):
     gamma, seq_length = 0.97, 6
     rollout = random_rollout(30, 3, seed)
     buffer = filled_buffer(rollout, seq_length, scope, value_target, gamma, gae_lambda)
@@ -124,7 +135,7 @@ def test_truncation_bootstraps_and_termination_does_not():
 
 
 @pytest.mark.parametrize("poison", [float("nan"), float("inf"), -float("inf")])
-def test_pad_steps_never_reach_real_steps(poison):
+def test_pad_steps_never_reach_real_steps(poison, summation):
     rollout = random_rollout(20, 2, seed=3)
     indices, mask_np = segment_indices(rollout.episode_starts, 4)
     mask = th.as_tensor(mask_np)
@@ -166,3 +177,19 @@ def test_discounted_backward_sum_and_td_errors_by_hand():
     assert discounted_backward_sum(values, 0.5, continues)[:, 0].tolist() == [1 + 0.5 * (2 + 0.5 * 3), 2 + 1.5, 3.0]
     deltas = td_errors(th.tensor([1.0]), th.tensor([0.5]), th.tensor([2.0]), th.tensor([False]), gamma=0.9)
     assert deltas.item() == pytest.approx(1 + 0.9 * 2 - 0.5)
+
+
+@pytest.mark.parametrize("discount", [0.0, 0.5, 0.97, 1.0])
+@pytest.mark.parametrize("seq, batch", [(1, 1), (5, 3), (16, 40), (37, 2)])
+@pytest.mark.parametrize("seed", range(3))
+def test_matrix_and_loop_sums_agree_and_unreached_nan_stays_out(discount, seq, batch, seed):
+    generator = th.Generator().manual_seed(seed)
+    values = th.randn(seq, batch, generator=generator)
+    continues = th.rand(seq, batch, generator=generator) < 0.8
+    # A NaN right after a break is reached by no earlier step: it may only show at its own step.
+    poisoned = (th.rand(seq, batch, generator=generator) < 0.2) & th.cat([th.zeros(1, batch, dtype=th.bool), ~continues[:-1]])
+    values[poisoned] = float("nan")
+    loop = discounted_backward_sum_loop(values, discount, continues)
+    matrix = discounted_backward_sum_matrix(values, discount, continues)
+    th.testing.assert_close(matrix, loop, equal_nan=True, rtol=1e-5, atol=1e-5)
+    assert th.isnan(matrix).eq(poisoned).all()

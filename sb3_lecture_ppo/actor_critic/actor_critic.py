@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_lecture_ppo.actor_critic.policies import MlpPolicy
 from sb3_lecture_ppo.common.objectives import policy_gradient_surrogate
 from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm
-from sb3_lecture_ppo.common.type_aliases import SegmentRolloutBufferSamples
+from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentRolloutBufferSamples
 
 SelfLectureActorCritic = TypeVar("SelfLectureActorCritic", bound="LectureActorCritic")
 
@@ -189,7 +189,12 @@ class LectureMonteCarloPG(LectureActorCritic):
             **kwargs,
         )
 
-    def _minibatch_advantages(self, samples: SegmentRolloutBufferSamples, values: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        advantages, returns = super()._minibatch_advantages(samples, values)
+    def _minibatch_advantages(
+        self,
+        samples: MinibatchSteps | SegmentRolloutBufferSamples,
+        values: th.Tensor,
+        last_next_values: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        advantages, returns = super()._minibatch_advantages(samples, values, last_next_values)
         # GAE with lambda = 1 telescopes to G_t - V(s_t); without baseline the advantage is G_t itself
         return (advantages, returns) if self.baseline else (returns, returns)

@@ -9,7 +9,7 @@ and its pad steps are masked out. Minibatches are sets of whole segments.
 """
 
 import itertools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import numpy as np
 import torch as th
@@ -23,7 +23,7 @@ from sb3_lecture_ppo.common.segments import (
     rollout_continues,
     segment_continues,
 )
-from sb3_lecture_ppo.common.type_aliases import SegmentRolloutBufferSamples
+from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentLayout, SegmentRolloutBufferSamples
 
 ADVANTAGE_SCOPES = ("segment", "rollout")
 
@@ -244,10 +244,8 @@ class SegmentRolloutBuffer(RolloutBuffer):
         :param batch_size: transitions per minibatch, a multiple of ``seq_length``;
             ``None`` for all segments in one minibatch
         """
-        segments_per_batch = self.n_segments if batch_size is None else batch_size // self.seq_length
-        permutation = np.random.permutation(self.n_segments)
-        for start in range(0, self.n_segments, segments_per_batch):
-            yield self._get_samples(permutation[start : start + segments_per_batch])
+        for segment_ids in self._epoch_segment_ids(batch_size):
+            yield self._get_samples(segment_ids)
 
     def sample(self, batch_size: int) -> SegmentRolloutBufferSamples:  # type: ignore[override]
         """
@@ -256,8 +254,76 @@ class SegmentRolloutBuffer(RolloutBuffer):
 
         :param batch_size: transitions per minibatch, a multiple of ``seq_length``
         """
+        return self._get_samples(self._random_segment_ids(batch_size))
+
+    def get_steps(self, batch_size: int | None, with_segments: bool) -> Generator[MinibatchSteps, None, None]:
+        """
+        :meth:`get`'s minibatches (the same draws), as flat real steps: what the training loop uses.
+
+        :param with_segments: also gather the segment layout (for advantages recomputed in segment scope)
+        """
+        for segment_ids in self._epoch_segment_ids(batch_size):
+            yield self.minibatch_steps(segment_ids, with_segments)
+
+    def sample_steps(self, batch_size: int, with_segments: bool) -> MinibatchSteps:
+        """:meth:`sample`'s minibatch (the same draw) as flat real steps."""
+        return self.minibatch_steps(self._random_segment_ids(batch_size), with_segments)
+
+    def _epoch_segment_ids(self, batch_size: int | None) -> Generator[np.ndarray, None, None]:
+        segments_per_batch = self.n_segments if batch_size is None else batch_size // self.seq_length
+        permutation = np.random.permutation(self.n_segments)
+        for start in range(0, self.n_segments, segments_per_batch):
+            yield permutation[start : start + segments_per_batch]
+
+    def _random_segment_ids(self, batch_size: int) -> np.ndarray:
         segments_per_batch = min(batch_size // self.seq_length, self.n_segments)
-        return self._get_samples(np.random.choice(self.n_segments, segments_per_batch, replace=False))
+        return np.random.choice(self.n_segments, segments_per_batch, replace=False)
+
+    def minibatch_steps(self, segment_ids: np.ndarray, with_segments: bool) -> MinibatchSteps:
+        """
+        The real steps of the given segments, gathered straight from the flat rollout tensors: equal
+        to ``MinibatchSteps.from_segments(self._get_samples(segment_ids))`` without building the
+        padded ``(seq, n_segments)`` copy of every field.
+        """
+        ids = th.as_tensor(segment_ids, device=self.device)
+        steps = self._tensors["segment_indices"][:, ids]  # (seq, n_segments)
+        mask = self._tensors["segment_mask"][:, ids]
+        real_steps = steps[mask]  # (n_real,), time-major as samples.x[samples.mask]
+        data = self._tensors
+        layout = None
+        if with_segments:
+            last_real = mask.sum(dim=0) - 1
+            last_steps = steps[last_real, th.arange(len(ids), device=self.device)]
+            layout = SegmentLayout(
+                mask, data["rewards"][steps], data["terminations"][steps], data["next_observations"][last_steps]
+            )
+        return MinibatchSteps(
+            observations=data["observations"][real_steps],
+            actions=data["actions"][real_steps],
+            old_values=data["values"][real_steps],
+            old_log_prob=data["log_probs"][real_steps],
+            old_distribution_params=data["distribution_params"][real_steps],
+            advantages=data["advantages"][real_steps],
+            returns=data["returns"][real_steps],
+            segments=layout,
+        )
+
+    def next_values(self, values: th.Tensor, critic: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
+        """
+        V(s'_t) of the critic that gave ``values``: where the episode goes on inside the rollout,
+        s'_t is the same env's next observation s_{t+1}, whose value is already in ``values``;
+        only at episode ends and at the rollout's last step is the critic run (on s'_t).
+
+        :param values: (n_steps * n_envs,) V(s_t), flat in ``t * n_envs + env`` order
+        :param critic: observations -> values, without gradient
+        :return: (n_steps * n_envs,)
+        """
+        dones = self.tensor("dones").reshape(self.buffer_size, self.n_envs)
+        cut = ~rollout_continues(dones).reshape(-1)
+        next_values = th.empty_like(values)
+        next_values[: -self.n_envs] = values[self.n_envs :]
+        next_values[cut] = critic(self.tensor("next_observations")[cut])
+        return next_values
 
     def _get_samples(self, segment_ids: np.ndarray, env: object = None) -> SegmentRolloutBufferSamples:  # type: ignore[override]
         ids = th.as_tensor(segment_ids, device=self.device)

@@ -20,7 +20,7 @@ from stable_baselines3.common.distributions import (
     Distribution,
     MultiCategoricalDistribution,
 )
-from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
+from torch.distributions import Bernoulli, Normal, kl_divergence
 
 
 def distribution_params_dim(action_space: spaces.Space) -> int:
@@ -63,6 +63,24 @@ def distribution_params(distribution: Distribution) -> th.Tensor:
     )
 
 
+def categorical_kl(old_logits: th.Tensor, new_logits: th.Tensor) -> th.Tensor:
+    """
+    ``KL[p, q] = sum_a p(a) (log p(a) - log q(a))`` of two categorical distributions given by
+    logits (normalized or not), without building distribution objects. An action that ``p``
+    never takes adds 0, one that ``q`` never takes but ``p`` does adds inf (as torch's KL).
+
+    :param old_logits: (batch, n) logits of p
+    :param new_logits: (batch, n) logits of q
+    :return: (batch,)
+    """
+    old_log_probs = old_logits - old_logits.logsumexp(dim=-1, keepdim=True)
+    new_log_probs = new_logits - new_logits.logsumexp(dim=-1, keepdim=True)
+    old_probs = old_log_probs.exp()
+    terms = old_probs * (old_log_probs - new_log_probs)
+    # 0 * log 0: an action outside p's support contributes nothing, whatever q says of it
+    return th.where(old_probs > 0, terms, th.zeros_like(terms)).sum(dim=-1)
+
+
 def kl_from_params(old_params: th.Tensor, distribution: Distribution) -> th.Tensor:
     """
     Exact KL[pi_old, pi] per step, ``pi_old`` given by its flat parameters and ``pi`` the
@@ -73,12 +91,10 @@ def kl_from_params(old_params: th.Tensor, distribution: Distribution) -> th.Tens
     :return: (batch,)
     """
     if isinstance(distribution, CategoricalDistribution):
-        return kl_divergence(Categorical(logits=old_params), distribution.distribution)
+        return categorical_kl(old_params, distribution.distribution.logits)
     if isinstance(distribution, MultiCategoricalDistribution):
         old_splits = th.split(old_params, list(distribution.action_dims), dim=1)
-        kls = [
-            kl_divergence(Categorical(logits=old), new) for old, new in zip(old_splits, distribution.distribution, strict=True)
-        ]
+        kls = [categorical_kl(old, new.logits) for old, new in zip(old_splits, distribution.distribution, strict=True)]
         return th.stack(kls, dim=1).sum(dim=1)
     if isinstance(distribution, BernoulliDistribution):
         return kl_divergence(Bernoulli(logits=old_params), distribution.distribution).sum(dim=1)

@@ -5,12 +5,13 @@ the three value targets, the c1/c2/c3 loss and SB3's logging. The algorithms dif
 their policy objective (:meth:`LectureOnPolicyAlgorithm._policy_surrogate`).
 """
 
+import contextlib
 import io
 import json
 import pathlib
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -32,7 +33,7 @@ from sb3_lecture_ppo.common.segments import (
     advantages_and_targets,
     segment_continues,
 )
-from sb3_lecture_ppo.common.type_aliases import SegmentRolloutBufferSamples
+from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentRolloutBufferSamples
 
 SelfLectureOnPolicyAlgorithm = TypeVar("SelfLectureOnPolicyAlgorithm", bound="LectureOnPolicyAlgorithm")
 
@@ -181,9 +182,27 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.rollout_buffer_kwargs = dict(
             seq_length=self.seq_length, advantage_scope=self.advantage_scope, value_target=self.value_target
         )
+        self._use_fused_adam()
         super()._setup_model()
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        self._trainable_parameters = [param for param in self.policy.parameters() if param.requires_grad]
+
+    def _use_fused_adam(self) -> None:
+        """
+        Adam's fused kernel (one call per step instead of about ten per parameter tensor: the
+        largest cost of an update on small networks), unless the policy names another optimizer
+        or an Adam implementation. Visible in ``policy_kwargs["optimizer_kwargs"]``.
+        """
+        optimizer_class = self.policy_kwargs.get("optimizer_class", th.optim.Adam)
+        given_kwargs = self.policy_kwargs.get("optimizer_kwargs")
+        optimizer_kwargs = dict(given_kwargs or {})
+        chosen = {"fused", "foreach", "differentiable"} & optimizer_kwargs.keys()
+        if optimizer_class not in (th.optim.Adam, th.optim.AdamW) or chosen or self.device.type not in ("cpu", "cuda"):
+            return
+        if given_kwargs is None and optimizer_class is th.optim.Adam:
+            optimizer_kwargs["eps"] = 1e-5  # SB3's ActorCriticPolicy default, which it only sets without optimizer_kwargs
+        self.policy_kwargs = {**self.policy_kwargs, "optimizer_kwargs": {**optimizer_kwargs, "fused": True}}
 
     # ---------------------------------------------------------------- rollouts
     def collect_rollouts(
@@ -200,6 +219,12 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
 
         :return: True if the rollout is complete, False if a callback stopped it
         """
+        with distribution_validation_off():
+            return self._collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+
+    def _collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: SegmentRolloutBuffer, n_rollout_steps: int
+    ) -> bool:
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
@@ -241,8 +266,8 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._last_episode_starts = dones
 
         rollout_buffer.finalize()
-        next_values = self._critic_values(rollout_buffer.tensor("next_observations"))
-        rollout_buffer.compute_advantages(rollout_buffer.tensor("values"), next_values)
+        values = rollout_buffer.tensor("values")
+        rollout_buffer.compute_advantages(values, rollout_buffer.next_values(values, self._critic_values))
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -264,6 +289,10 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         """
         raise NotImplementedError
 
+    def _penalizes_kl(self) -> bool:
+        """Whether :meth:`_policy_surrogate` uses its ``kl`` argument (which then needs its gradient)."""
+        return False
+
     def _on_train_start(self) -> None:
         """Evaluate this update's schedules (clip range, KL coefficient)."""
 
@@ -273,12 +302,16 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _record_minibatch(self, stats: dict[str, list[float]], ratio: th.Tensor) -> None:
         """Algorithm-specific minibatch statistics (PPO's clip fraction)."""
 
-    def _minibatches(self) -> Iterable[SegmentRolloutBufferSamples]:
+    def _recomputes_segment_advantages(self) -> bool:
+        return self.recompute_advantage and self.advantage_scope == "segment"
+
+    def _minibatches(self) -> Iterable[MinibatchSteps]:
         """The minibatches of one epoch: a shuffled pass, or one random draw (the lecture's)."""
+        with_segments = self._recomputes_segment_advantages()
         if self.sampling == "epochs":
-            return self.rollout_buffer.get(self.batch_size)
+            return self.rollout_buffer.get_steps(self.batch_size, with_segments)
         batch_size = self.batch_size or self.rollout_buffer.n_segments * self.seq_length
-        return [self.rollout_buffer.sample(batch_size)]
+        return [self.rollout_buffer.sample_steps(batch_size, with_segments)]
 
     def train(self) -> None:
         """
@@ -292,67 +325,85 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
 
         stats: dict[str, list[float]] = defaultdict(list)
-        continue_training = True
-        for epoch in range(self.n_epochs):
-            # the rollout's advantages were computed with this very critic: recompute from the second epoch on
-            if self.recompute_advantage and self.advantage_scope == "rollout" and epoch > 0:
-                buffer.compute_advantages(
-                    self._critic_values(buffer.tensor("observations")),
-                    self._critic_values(buffer.tensor("next_observations")),
-                )
-            for samples in self._minibatches():
-                loss, approx_kl = self._minibatch_loss(samples, stats)
-                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
-                    continue_training = False
-                    if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl:.2f}")
+        with distribution_validation_off():
+            for epoch in range(self.n_epochs):
+                # the rollout's advantages were computed with this very critic: recompute from the second epoch on
+                if self.recompute_advantage and self.advantage_scope == "rollout" and epoch > 0:
+                    values = self._critic_values(buffer.tensor("observations"))
+                    buffer.compute_advantages(values, buffer.next_values(values, self._critic_values))
+                continue_training = self._train_epoch(epoch, stats)
+                self._n_updates += 1
+                if not continue_training:
                     break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                if self.max_grad_norm is not None:
-                    th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-                stats["loss"].append(loss.item())
-            self._n_updates += 1
-            if not continue_training:
-                break
         self._on_train_end()
         self._log_train(stats, explained_var)
 
-    def _minibatch_loss(self, samples: SegmentRolloutBufferSamples, stats: dict[str, list[float]]) -> tuple[th.Tensor, float]:
+    def _train_epoch(self, epoch: int, stats: dict[str, list[float]]) -> bool:
+        """One epoch of gradient steps; False where ``target_kl`` stopped it."""
+        for batch in self._minibatches():
+            loss, approx_kl = self._minibatch_loss(batch, stats)
+            if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                if self.verbose >= 1:
+                    print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl:.2f}")
+                return False
+            loss_value = loss.item()
+            if not np.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"{type(self).__name__}: the loss became {loss_value} at update {self._n_updates}: lower learning_rate, "
+                    "set max_grad_norm, or look for NaN/inf in the observations and rewards (SB3's VecCheckNan finds them)."
+                )
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self._trainable_parameters, self.max_grad_norm, foreach=True)
+            self.policy.optimizer.step()
+            stats["loss"].append(loss_value)
+        return True
+
+    def _minibatch_loss(
+        self, samples: MinibatchSteps | SegmentRolloutBufferSamples, stats: dict[str, list[float]]
+    ) -> tuple[th.Tensor, float]:
         """
         The total loss of one minibatch of segments, every term a mean over its real steps.
         The networks only ever see real steps: pad steps are dropped by selection before the
         forward pass, so whatever they hold reaches no loss, gradient or statistic.
 
+        :param samples: the minibatch's real steps (or its padded segments, selected here)
         :return: the loss and the approximate KL (SB3's, for ``target_kl``)
         """
-        mask = samples.mask  # (seq, n_segments)
-        obs = samples.observations[mask]  # (n_real, *obs_shape)
-        actions = samples.actions[mask]  # (n_real, action_dim)
+        batch = self._as_steps(samples)
+        n_real = len(batch.observations)
+        actions = batch.actions
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
 
-        distribution, values = distribution_and_values(self.policy, obs)  # values: (n_real,)
+        observations = batch.observations
+        if batch.segments is not None:
+            # V(s') of each segment's last step rides along in the same forward pass (no actor head for it)
+            observations = th.cat([observations, batch.segments.last_next_observations])
+        distribution, all_values = distribution_and_values(self.policy, observations, actor_rows=n_real)
+        values = all_values[:n_real]
         log_prob = distribution.log_prob(actions)
-        entropy = distribution.entropy()
-        if entropy is None:
-            entropy = -log_prob
-        kl = kl_from_params(samples.old_distribution_params[mask], distribution)
+        # Entropy and exact KL enter the autograd graph only where the loss weighs them; else they are statistics.
+        with contextlib.nullcontext() if self.ent_coef > 0 else th.no_grad():
+            entropy = distribution.entropy()
+            if entropy is None:
+                entropy = -log_prob
+        with contextlib.nullcontext() if self._penalizes_kl() else th.no_grad():
+            kl = kl_from_params(batch.old_distribution_params, distribution)
 
-        advantages, value_targets = self._minibatch_advantages(samples, values)
+        advantages, value_targets = self._minibatch_advantages(batch, values, all_values[n_real:].detach())
         if self.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-        log_ratio = log_prob - samples.old_log_prob[mask]
+        log_ratio = log_prob - batch.old_log_prob
         ratio = th.exp(log_ratio)
         policy_loss = -self._policy_surrogate(ratio, log_prob, advantages, kl).mean()
 
         values_pred = values
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
-            old_values = samples.old_values[mask]
-            values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+            values_pred = batch.old_values + th.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
         value_loss = ((value_targets - values_pred) ** 2).mean()
         entropy_loss = -entropy.mean()
         loss = self.vf_coef * value_loss + self.pg_coef * policy_loss + self.ent_coef * entropy_loss
@@ -367,26 +418,48 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             self._record_minibatch(stats, ratio)
         return loss, approx_kl
 
-    def _minibatch_advantages(self, samples: SegmentRolloutBufferSamples, values: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def _as_steps(self, samples: MinibatchSteps | SegmentRolloutBufferSamples) -> MinibatchSteps:
+        """Flat real steps, with the segment layout exactly where segment-scope advantages are recomputed."""
+        with_segments = self._recomputes_segment_advantages()
+        if isinstance(samples, SegmentRolloutBufferSamples):
+            return MinibatchSteps.from_segments(samples, with_segments)
+        assert (samples.segments is not None) == with_segments, "minibatch built for other advantage settings"
+        return samples
+
+    def _minibatch_advantages(
+        self,
+        samples: MinibatchSteps | SegmentRolloutBufferSamples,
+        values: th.Tensor,
+        last_next_values: th.Tensor | None = None,
+    ) -> tuple[th.Tensor, th.Tensor]:
         """
         Advantages and value targets of the real steps of a minibatch: recomputed with the
         current critic in segment scope with ``recompute_advantage`` (the lecture's Code Ex.1),
         else the buffer's.
 
         :param values: (n_real,) V(s) of the current critic on the real steps
+        :param last_next_values: (n_segments,) V(s') of the current critic at each segment's last
+            real step; computed here where not given
         :return: advantages and value targets, both (n_real,)
         """
-        mask = samples.mask
-        if not (self.recompute_advantage and self.advantage_scope == "segment"):
-            return samples.advantages[mask], samples.returns[mask]
-        segment_values = th.zeros_like(samples.rewards).masked_scatter(mask, values.detach())  # (seq, n_segments)
-        next_values = self._critic_values(samples.next_observations[mask])
-        segment_next_values = th.zeros_like(samples.rewards).masked_scatter(mask, next_values)
+        batch = self._as_steps(samples)
+        if batch.segments is None:
+            return batch.advantages, batch.returns
+        layout = batch.segments
+        mask = layout.mask
+        if last_next_values is None or len(last_next_values) == 0:
+            last_next_values = self._critic_values(layout.last_next_observations)
+        segment_values = th.zeros_like(layout.rewards).masked_scatter(mask, values.detach())  # (seq, n_segments)
+        # Inside a segment s'_t is s_{t+1}: its value is the next row's; the segment's last real step takes V(s').
+        segment_next_values = th.zeros_like(segment_values)
+        segment_next_values[:-1] = segment_values[1:]
+        last_real = mask.sum(dim=0) - 1
+        segment_next_values[last_real, th.arange(mask.shape[1], device=mask.device)] = last_next_values
         advantages, targets = advantages_and_targets(
-            samples.rewards,
+            layout.rewards,
             segment_values,
             segment_next_values,
-            samples.terminations,
+            layout.terminations,
             segment_continues(mask),
             self.gamma,
             self.gae_lambda,
@@ -428,6 +501,21 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             fix = f"load it with {saved_by}.load" if saved_by else "load it with the class that saved it"
             raise ValueError(f"{path!s} is {origin}, not by {cls.__name__}: {fix}.")
         return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
+
+@contextlib.contextmanager
+def distribution_validation_off() -> Iterator[None]:
+    """
+    Turn off torch.distributions' argument checks (a support and constraint check at every
+    distribution built and every log_prob): the networks' outputs are valid by construction,
+    and a NaN loss is caught once per minibatch instead (see ``_train_epoch``).
+    """
+    previous = th.distributions.Distribution._validate_args
+    th.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        th.distributions.Distribution.set_default_validate_args(previous)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -100,12 +100,16 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
         return data
 
 
-def distribution_and_values(policy: ActorCriticPolicy, obs: PyTorchObs) -> tuple[Distribution, th.Tensor]:
+def distribution_and_values(
+    policy: ActorCriticPolicy, obs: PyTorchObs, actor_rows: int | None = None
+) -> tuple[Distribution, th.Tensor]:
     """
     One forward pass through both heads of any SB3 actor-critic policy.
 
     :param policy: the policy
     :param obs: a batch of observations, already a tensor
+    :param actor_rows: build the action distribution of the first ``actor_rows`` observations only
+        (the others are only valued); None for all
     :return: the action distribution and the values, (batch,)
     """
     features = policy.extract_features(obs)
@@ -115,4 +119,6 @@ def distribution_and_values(policy: ActorCriticPolicy, obs: PyTorchObs) -> tuple
         pi_features, vf_features = features
         latent_pi = policy.mlp_extractor.forward_actor(pi_features)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    if actor_rows is not None:
+        latent_pi = latent_pi[:actor_rows]
     return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf).flatten()

@@ -44,21 +44,52 @@ def rollout_continues(dones: th.Tensor) -> th.Tensor:
     return continues
 
 
+MATRIX_FORM_MAX_ELEMENTS = 1 << 22
+"""Largest ``seq * seq * batch`` summed in matrix form (16 MiB of float32); longer data is summed step by step."""
+
+
 def discounted_backward_sum(values: th.Tensor, discount: float, continues: th.Tensor) -> th.Tensor:
     """
     ``y_t = x_t + discount * y_{t+1}`` where ``continues[t]``, else ``y_t = x_t``.
+
+    Short sequences (segments) are summed in one matrix expression, long ones (whole rollouts)
+    by a loop over the steps; both give the same sums.
 
     :param values: (seq, batch)
     :param discount: factor per step
     :param continues: (seq, batch) boolean
     :return: (seq, batch)
     """
+    if values.shape[0] ** 2 * max(values.shape[1], 1) <= MATRIX_FORM_MAX_ELEMENTS:
+        return discounted_backward_sum_matrix(values, discount, continues)
+    return discounted_backward_sum_loop(values, discount, continues)
+
+
+def discounted_backward_sum_loop(values: th.Tensor, discount: float, continues: th.Tensor) -> th.Tensor:
+    """:func:`discounted_backward_sum`, one step at a time from the end."""
     result = th.empty_like(values)
     running = th.zeros_like(values[0])
     for step in reversed(range(values.shape[0])):
         running = values[step] + discount * th.where(continues[step], running, th.zeros_like(running))
         result[step] = running
     return result
+
+
+def discounted_backward_sum_matrix(values: th.Tensor, discount: float, continues: th.Tensor) -> th.Tensor:
+    """
+    :func:`discounted_backward_sum` as ``y_t = sum_k discount^(k - t) x_k`` over the steps ``k >= t``
+    that ``t`` reaches without a break (``continues`` False at one of ``t .. k-1``), all ``t`` at once.
+    Terms that ``t`` does not reach are selected away, not multiplied by 0: NaN there stays there.
+    """
+    seq = values.shape[0]
+    breaks = (~continues.bool()).to(th.int32)
+    breaks_before = th.cumsum(breaks, dim=0) - breaks  # (seq, batch): breaks at steps 0 .. k-1
+    steps = th.arange(seq, device=values.device)
+    distance = steps[None, :] - steps[:, None]  # (t, k)
+    reaches = (distance >= 0)[:, :, None] & (breaks_before[None, :, :] == breaks_before[:, None, :])  # (t, k, batch)
+    powers = th.tensor(discount, dtype=values.dtype, device=values.device) ** distance.clamp(min=0).to(values.dtype)
+    terms = th.where(reaches, powers[:, :, None] * values[None, :, :], th.zeros((), dtype=values.dtype, device=values.device))
+    return terms.sum(dim=1)
 
 
 def bootstrapped_next_values(next_values: th.Tensor, terminations: th.Tensor) -> th.Tensor:

@@ -22,3 +22,52 @@ class SegmentRolloutBufferSamples(NamedTuple):
     advantages: th.Tensor  # (seq, n_segments)
     returns: th.Tensor  # (seq, n_segments) value targets
     mask: th.Tensor  # (seq, n_segments) bool: real step
+
+
+class SegmentLayout(NamedTuple):
+    """
+    What the advantages recomputed in segment scope need of a minibatch's segments besides its real steps.
+    """
+
+    mask: th.Tensor  # (seq, n_segments) bool: real step
+    rewards: th.Tensor  # (seq, n_segments)
+    terminations: th.Tensor  # (seq, n_segments) bool
+    last_next_observations: th.Tensor  # (n_segments, *obs_shape): s' of each segment's last real step
+
+
+class MinibatchSteps(NamedTuple):
+    """
+    The real steps of a minibatch of segments, flat, in the segments' time-major order: each field
+    is ``samples.<field>[samples.mask]`` of the :class:`SegmentRolloutBufferSamples` of the same
+    segments. Pad steps are not there at all. ``segments`` is only filled where the advantages are
+    recomputed in segment scope.
+    """
+
+    observations: th.Tensor  # (n_real, *obs_shape)
+    actions: th.Tensor  # (n_real, action_dim)
+    old_values: th.Tensor  # (n_real,)
+    old_log_prob: th.Tensor  # (n_real,)
+    old_distribution_params: th.Tensor  # (n_real, n_params)
+    advantages: th.Tensor  # (n_real,)
+    returns: th.Tensor  # (n_real,)
+    segments: SegmentLayout | None
+
+    @classmethod
+    def from_segments(cls, samples: SegmentRolloutBufferSamples, with_segments: bool = True) -> "MinibatchSteps":
+        """The real steps of ``samples``, selected by their mask (the plain, slow way)."""
+        mask = samples.mask
+        layout = None
+        if with_segments:
+            last_real = mask.sum(dim=0) - 1  # (n_segments,)
+            columns = th.arange(mask.shape[1], device=mask.device)
+            layout = SegmentLayout(mask, samples.rewards, samples.terminations, samples.next_observations[last_real, columns])
+        return cls(
+            observations=samples.observations[mask],
+            actions=samples.actions[mask],
+            old_values=samples.old_values[mask],
+            old_log_prob=samples.old_log_prob[mask],
+            old_distribution_params=samples.old_distribution_params[mask],
+            advantages=samples.advantages[mask],
+            returns=samples.returns[mask],
+            segments=layout,
+        )

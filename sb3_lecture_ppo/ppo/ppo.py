@@ -191,6 +191,9 @@ class LecturePPO(LectureOnPolicyAlgorithm):
         else:
             self._current_kl_coef = self.adaptive_kl_coef
 
+    def _penalizes_kl(self) -> bool:
+        return OBJECTIVES[self.objective].kl_penalty is not None
+
     def _policy_surrogate(self, ratio: th.Tensor, log_prob: th.Tensor, advantages: th.Tensor, kl: th.Tensor) -> th.Tensor:
         surrogate = clipped_surrogate(ratio, advantages, self._current_clip_range)
         if OBJECTIVES[self.objective].kl_penalty is not None:

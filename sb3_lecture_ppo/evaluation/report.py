@@ -1,0 +1,207 @@
+"""
+Runs -> tables and figures: per contestant and env, the median and min-max over seeds of the
+final evaluation, of the env steps until the evaluation first reaches a threshold and until it
+stays there, and of the throughput; learning curves (median line, min-max band over seeds) and a
+throughput bar chart.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Run = dict[str, Any]
+
+
+def steps_to_threshold(timesteps: Sequence[int], means: Sequence[float], threshold: float) -> tuple[int | None, int | None]:
+    """
+    Env steps of the first evaluation at or above ``threshold``, and of the first evaluation
+    from which every later one stays at or above it (None where there is none).
+    """
+    reached = [mean >= threshold for mean in means]
+    first = next((step for step, ok in zip(timesteps, reached, strict=True) if ok), None)
+    stays = None
+    for index in range(len(reached) - 1, -1, -1):
+        if not reached[index]:
+            break
+        stays = timesteps[index]
+    return first, stays
+
+
+def _spread(values: Sequence[float | int | None]) -> dict[str, Any]:
+    """Median, min and max of the values that exist, and how many are missing."""
+    present = [float(value) for value in values if value is not None]
+    if not present:
+        return {"median": None, "min": None, "max": None, "missing": len(values)}
+    return {
+        "median": float(np.median(present)),
+        "min": min(present),
+        "max": max(present),
+        "missing": len(values) - len(present),
+    }
+
+
+def group_runs(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
+    """(contestant, env id) -> its runs, in seed order."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in sorted(runs, key=lambda run: run["cell"]["seed"]):
+        groups[(run["cell"]["contestant"], run["cell"]["env_id"])].append(run)
+    return dict(groups)
+
+
+def summarize(runs: Sequence[Run], thresholds: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per contestant and env (see the module docstring)."""
+    rows = []
+    for (contestant, env_id), group in group_runs(runs).items():
+        threshold = thresholds.get(env_id)
+        first: list[int | None] = []
+        stays: list[int | None] = []
+        for run in group:
+            evaluations = run["evaluations"]
+            if threshold is None:
+                first.append(None)
+                stays.append(None)
+                continue
+            reach, stay = steps_to_threshold(evaluations["timesteps"], evaluations["mean"], threshold)
+            first.append(reach)
+            stays.append(stay)
+        rows.append(
+            {
+                "contestant": contestant,
+                "env_id": env_id,
+                "seeds": [run["cell"]["seed"] for run in group],
+                "timesteps": group[0]["cell"]["timesteps"],
+                "threshold": threshold,
+                "final_evaluation": _spread([run["final_evaluation"]["mean"] for run in group]),
+                "final_evaluations": [run["final_evaluation"]["mean"] for run in group],
+                "steps_to_threshold": _spread(first),
+                "steps_to_stay_above_threshold": _spread(stays),
+                "env_steps_per_cpu_second": _spread([run["env_steps_per_cpu_second"] for run in group]),
+                "peak_rss_mb": _spread([run["peak_rss_mb"] for run in group]),
+                "buffer_bytes_per_transition": _spread([run["buffer_bytes_per_transition"] for run in group]),
+                "pad_fraction": _spread([run["pad_fraction"] for run in group]),
+            }
+        )
+    return rows
+
+
+def _format_spread(spread: dict[str, Any], digits: int = 0, scale: float = 1.0) -> str:
+    if spread["median"] is None:
+        return "not reached" if spread["missing"] else "-"
+
+    def number(value: float) -> str:
+        return f"{value / scale:,.{digits}f}"
+
+    text = f"{number(spread['median'])} ({number(spread['min'])}-{number(spread['max'])})"
+    if spread["missing"]:
+        text += f", {spread['missing']} not reached"
+    return text
+
+
+def _ratio(row: dict[str, Any], reference: dict[str, Any] | None, key: str) -> str:
+    if reference is None or row[key]["median"] is None or not reference[key]["median"]:
+        return ""
+    return f" ({row[key]['median'] / reference[key]['median']:.2f}x)"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], reference: str = "ppo") -> str:
+    """The summary as a markdown table; ratios are to ``reference`` on the same env where it ran."""
+    by_key = {(row["contestant"], row["env_id"]): row for row in rows}
+    lines = [
+        f"Median (min-max) over seeds. Ratios in parentheses after a median are to `{reference}` on the same env.",
+        "",
+        "| env | algorithm | seeds | steps | final evaluation | steps to first reach threshold | steps until it stays "
+        "| env steps per CPU-second | peak RSS (MB) | buffer bytes / transition | pad fraction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        reference_row = by_key.get((reference, row["env_id"]))
+        threshold = "" if row["threshold"] is None else f" (>= {row['threshold']:g})"
+        lines.append(
+            f"| {row['env_id']}{threshold} | `{row['contestant']}` | {len(row['seeds'])} | {row['timesteps']:,} "
+            f"| {_format_spread(row['final_evaluation'], 1)} "
+            f"| {_format_spread(row['steps_to_threshold'])}{_ratio(row, reference_row, 'steps_to_threshold')} "
+            f"| {_format_spread(row['steps_to_stay_above_threshold'])} "
+            f"| {_format_spread(row['env_steps_per_cpu_second'])}{_ratio(row, reference_row, 'env_steps_per_cpu_second')} "
+            f"| {_format_spread(row['peak_rss_mb'])} | {_format_spread(row['buffer_bytes_per_transition'])} "
+            f"| {_format_spread(row['pad_fraction'], 3)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _curve_band(group: Sequence[Run], curve: str, value_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Median, min and max over seeds at the timesteps every run of the group has."""
+    curves = [(run[curve]["timesteps"], run[curve][value_key]) for run in group if run[curve]["timesteps"]]
+    length = min(len(timesteps) for timesteps, _ in curves)
+    steps = np.asarray(curves[0][0][:length], dtype=float)
+    values = np.asarray([values[:length] for _, values in curves], dtype=float)
+    return steps, np.median(values, axis=0), values.min(axis=0), values.max(axis=0)
+
+
+def plot_curves(
+    runs: Sequence[Run],
+    path: Path,
+    thresholds: dict[str, float] | None = None,
+    curve: str = "evaluations",
+    value_key: str = "mean",
+    ylabel: str = "evaluation return (deterministic)",
+) -> None:
+    """Learning curves, one panel per env: the median over seeds as a line, min-max as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group_runs(runs)
+    env_ids = sorted({env_id for _, env_id in groups})
+    figure, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4.2), squeeze=False)
+    for axis, env_id in zip(axes[0], env_ids, strict=True):
+        for (contestant, group_env), group in groups.items():
+            if group_env != env_id or not any(run[curve]["timesteps"] for run in group):
+                continue
+            steps, median, low, high = _curve_band(group, curve, value_key)
+            (line,) = axis.plot(steps, median, label=f"{contestant} ({len(group)} seeds)", linewidth=1.8)
+            axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if thresholds and env_id in thresholds:
+            axis.axhline(
+                thresholds[env_id], color="grey", linestyle="--", linewidth=1, label=f"threshold {thresholds[env_id]:g}"
+            )
+        axis.set_title(env_id)
+        axis.set_xlabel("env steps")
+        axis.set_ylabel(ylabel)
+        axis.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right")
+    figure.suptitle("median over seeds, band: min-max", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Env steps per CPU-second of training (evaluation excluded): median bar, min-max error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env_ids = sorted({row["env_id"] for row in rows})
+    figure, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 3.8), squeeze=False)
+    for axis, env_id in zip(axes[0], env_ids, strict=True):
+        env_rows = [row for row in rows if row["env_id"] == env_id]
+        medians = [row["env_steps_per_cpu_second"]["median"] for row in env_rows]
+        errors = [
+            [median - row["env_steps_per_cpu_second"]["min"] for median, row in zip(medians, env_rows, strict=True)],
+            [row["env_steps_per_cpu_second"]["max"] - median for median, row in zip(medians, env_rows, strict=True)],
+        ]
+        positions = np.arange(len(env_rows))
+        axis.bar(positions, medians, yerr=errors, capsize=4, color=[f"C{index}" for index in positions])
+        axis.set_xticks(positions, [row["contestant"] for row in env_rows], rotation=20, ha="right", fontsize=8)
+        axis.set_title(env_id)
+        axis.set_ylabel("env steps per CPU-second (training)")
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,360 @@
+"""
+Train the cells of a sweep and save one JSON per finished run.
+
+Each cell trains in a fresh child process (so that its CPU time and peak memory are its own and
+nothing global leaks between contestants) through the RL Zoo's ``ExperimentManager``: the zoo
+builds the envs (VecNormalize, wrappers, n_envs), schedules and model from the contestant's
+entry plus the cell's overrides. SB3's ``EvalCallback`` evaluates the deterministic policy on an
+env seeded apart from the training envs. The run's JSON is written atomically (to a temporary
+file, then renamed) as ``<out>/runs/<cell id>.json``: a sweep resumes by skipping the cells whose
+file exists.
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION, Cell
+from sb3_lecture_ppo.evaluation.contestants import get_contestant
+
+EVAL_SEED_OFFSET = 10_000
+"""The evaluation env of a cell of seed ``s`` is seeded with ``s + EVAL_SEED_OFFSET``."""
+
+RUNS_FOLDER = "runs"
+WORK_FOLDER = ".work"
+"""Where a cell's zoo logs live while it trains (deleted when it ends)."""
+
+
+def run_path(out_dir: Path, cell: Cell) -> Path:
+    return out_dir / RUNS_FOLDER / f"{cell.id}.json"
+
+
+def log_path(out_dir: Path, cell: Cell) -> Path:
+    return out_dir / RUNS_FOLDER / f"{cell.id}.log"
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as file:
+        json.dump(data, file, indent=1, default=str)
+        temporary = Path(file.name)
+    os.replace(temporary, path)
+
+
+def load_run(path: Path) -> dict[str, Any] | None:
+    """A finished run's JSON, or None where the file is missing, unreadable or of another format version."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format_version") == RESULTS_FORMAT_VERSION else None
+
+
+# --------------------------------------------------------------------------------------------- callbacks
+def _callbacks_module() -> Any:
+    """The callbacks, defined on first use: SB3 is imported only in the process that trains."""
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+
+    class TimedEvalCallback(EvalCallback):
+        """SB3's ``EvalCallback`` that also adds up the CPU time of its evaluations."""
+
+        cpu_seconds = 0.0
+
+        def _on_step(self) -> bool:
+            start = time.process_time()
+            result = super()._on_step()
+            self.cpu_seconds += time.process_time() - start
+            return result
+
+    class RunRecorder(BaseCallback):
+        """
+        Training curve (mean return of the last 100 training episodes at every rollout end), the
+        rollout buffer's pad fraction, and progress reports to the sweep's progress bar.
+        """
+
+        def __init__(self, progress: Any = None) -> None:
+            super().__init__()
+            self.progress = progress
+            self.timesteps: list[int] = []
+            self.episode_return_means: list[float] = []
+            self.pad_fractions: list[float] = []
+            self._reported = 0
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            buffer = getattr(self.model, "rollout_buffer", None)
+            if buffer is not None and hasattr(buffer, "pad_fraction") and getattr(buffer, "n_segments", 0) > 0:
+                self.pad_fractions.append(float(buffer.pad_fraction))
+            episodes = self.model.ep_info_buffer
+            if episodes:
+                self.timesteps.append(int(self.num_timesteps))
+                self.episode_return_means.append(float(np.mean([info["r"] for info in episodes])))
+            self._report()
+
+        def _on_training_end(self) -> None:
+            self._report()
+
+        def _report(self) -> None:
+            if self.progress is not None:
+                self.progress.put(("steps", self.num_timesteps - self._reported))
+            self._reported = self.num_timesteps
+
+    return TimedEvalCallback, RunRecorder
+
+
+# ------------------------------------------------------------------------------------------- one cell
+def _zoo_args(cell: Cell) -> argparse.Namespace:
+    """What ``ExperimentManager`` saves as the run's ``args.yml``."""
+    return argparse.Namespace(algo=cell.contestant, env=cell.env_id, seed=cell.seed, n_timesteps=cell.timesteps)
+
+
+def _experiment(cell: Cell, work_dir: Path) -> tuple[Any, dict[str, Any], str]:
+    """The zoo's experiment manager for ``cell``, its hyperparameters and the zoo entry they come from."""
+    import yaml
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_lecture_ppo.zoo import register
+
+    register()
+    contestant = get_contestant(cell.contestant)
+    entry_name, hyperparams = contestant.hyperparams(cell.env_id)
+    hyperparams.update(cell.overrides_dict())
+    config = work_dir / "hyperparams.yml"
+    config.write_text(yaml.safe_dump({cell.env_id: hyperparams}))
+    manager = ExperimentManager(
+        _zoo_args(cell),
+        contestant.zoo_algo,
+        cell.env_id,
+        str(work_dir / "logs"),
+        n_timesteps=cell.timesteps,
+        eval_freq=0,  # our own EvalCallback below, on a separately seeded env
+        seed=cell.seed,
+        verbose=0,
+        device="cpu",
+        config=str(config),
+    )
+    return manager, hyperparams, entry_name
+
+
+def _evaluation_env(manager: Any, seed: int) -> Any:
+    """The zoo's evaluation env (VecNormalize frozen, rewards unnormalized), seeded with ``seed``."""
+    training_seed = manager.seed
+    manager.seed = seed
+    try:
+        return manager.create_envs(1, eval_env=True)
+    finally:
+        manager.seed = training_seed
+
+
+def buffer_bytes_per_transition(model: Any) -> float | None:
+    """Bytes that the rollout buffer keeps per stored transition (numpy arrays and torch tensors, each storage once)."""
+    import torch as th
+
+    buffer = getattr(model, "rollout_buffer", None)
+    if buffer is None:
+        return None
+    storages: dict[int, int] = {}
+    for value in [*vars(buffer).values(), *getattr(buffer, "_tensors", {}).values()]:
+        if isinstance(value, np.ndarray):
+            base = value if value.base is None else value.base
+            storages[id(base)] = base.nbytes if isinstance(base, np.ndarray) else value.nbytes
+        elif isinstance(value, th.Tensor):
+            storage = value.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values()) / (buffer.buffer_size * buffer.n_envs)
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import rl_zoo3
+    import stable_baselines3
+    import torch
+
+    import sb3_lecture_ppo
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "rl_zoo3": rl_zoo3.__version__,
+        "gymnasium": gymnasium.__version__,
+        "sb3_lecture_ppo": sb3_lecture_ppo.__version__,
+    }
+
+
+def train_cell(cell: Cell, out_dir: Path, progress: Any = None) -> dict[str, Any]:
+    """
+    Train ``cell``, evaluate it and write its JSON. Runs in the current process.
+
+    :param progress: a queue that receives ``("steps", n)`` as training advances, or None
+    :return: the run's record (also written to :func:`run_path`)
+    """
+    import torch as th
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import sync_envs_normalization
+
+    th.set_num_threads(1)
+    TimedEvalCallback, RunRecorder = _callbacks_module()
+    work_root = out_dir / WORK_FOLDER
+    work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{cell.id}-", dir=work_root) as work:
+        manager, hyperparams, entry_name = _experiment(cell, Path(work))
+        model, _ = manager.setup_experiment()
+        n_envs = model.n_envs
+        evaluation = TimedEvalCallback(
+            _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET),
+            n_eval_episodes=cell.eval_episodes,
+            eval_freq=max(cell.eval_freq // n_envs, 1),
+            deterministic=manager.deterministic_eval,
+            log_path=work,  # SB3 keeps the evaluations' results only where it logs them
+            verbose=0,
+        )
+        recorder = RunRecorder(progress)
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        model.learn(cell.timesteps, callback=[evaluation, recorder])
+        wall_seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
+
+        final_env = _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET)
+        sync_envs_normalization(model.get_env(), final_env)
+        final_returns, _ = evaluate_policy(
+            model,
+            final_env,
+            n_eval_episodes=cell.final_eval_episodes,
+            deterministic=manager.deterministic_eval,
+            return_episode_rewards=True,
+        )
+        train_cpu_seconds = cpu_seconds - evaluation.cpu_seconds
+        record = {
+            "format_version": RESULTS_FORMAT_VERSION,
+            "cell_id": cell.id,
+            "cell": cell.to_dict(),
+            "zoo_algo": get_contestant(cell.contestant).zoo_algo,
+            "zoo_entry": entry_name,
+            "hyperparams": {
+                key: value if isinstance(value, (int, float, str, bool)) else repr(value) for key, value in hyperparams.items()
+            },
+            "n_envs": n_envs,
+            "evaluations": {
+                "timesteps": [int(step) for step in evaluation.evaluations_timesteps],
+                "mean": [float(np.mean(returns)) for returns in evaluation.evaluations_results],
+                "std": [float(np.std(returns)) for returns in evaluation.evaluations_results],
+            },
+            "final_evaluation": {
+                "mean": float(np.mean(final_returns)),
+                "std": float(np.std(final_returns)),
+                "episodes": len(final_returns),  # type: ignore[arg-type]
+            },
+            "training_curve": {"timesteps": recorder.timesteps, "episode_return_mean": recorder.episode_return_means},
+            "last_100_training_episodes": recorder.episode_return_means[-1] if recorder.episode_return_means else None,
+            "timesteps": int(model.num_timesteps),
+            "wall_seconds": wall_seconds,
+            "cpu_seconds": cpu_seconds,
+            "eval_cpu_seconds": evaluation.cpu_seconds,
+            "train_cpu_seconds": train_cpu_seconds,
+            "env_steps_per_cpu_second": model.num_timesteps / train_cpu_seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "buffer_bytes_per_transition": buffer_bytes_per_transition(model),
+            "pad_fraction": float(np.mean(recorder.pad_fractions)) if recorder.pad_fractions else 0.0,
+            "versions": _versions(),
+            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    write_json_atomically(run_path(out_dir, cell), record)
+    return record
+
+
+def _child(cell_data: dict[str, Any], out_dir: str, progress: Any) -> None:
+    """Entry point of a child process: train one cell, its output going to the cell's log file."""
+    cell = Cell.from_dict(cell_data)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with open(log_path(Path(out_dir), cell), "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            train_cell(cell, Path(out_dir), progress)
+        except BaseException:
+            traceback.print_exc()
+            raise
+
+
+# ------------------------------------------------------------------------------------------- a sweep
+def pending_cells(cells: Iterable[Cell], out_dir: Path) -> list[Cell]:
+    """The cells without a finished run in ``out_dir``, in order."""
+    return [cell for cell in cells if load_run(run_path(out_dir, cell)) is None]
+
+
+def run_cells(cells: Sequence[Cell], out_dir: Path, jobs: int = 1, show_progress: bool = True) -> list[Cell]:
+    """
+    Train every cell of ``cells`` without a finished run, ``jobs`` child processes at a time,
+    in the given order (interleave contestants there so that machine drift hits all alike).
+
+    :return: the cells that failed (their tracebacks are in ``<out>/runs/<cell id>.log``)
+    """
+    from tqdm.auto import tqdm
+
+    (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
+    todo = pending_cells(cells, out_dir)
+    context = multiprocessing.get_context("spawn")
+    progress = context.Queue()
+    running: dict[Any, Cell] = {}
+    failed: list[Cell] = []
+    bar = tqdm(
+        total=sum(cell.timesteps for cell in todo),
+        unit="step",
+        unit_scale=True,
+        disable=not show_progress,
+        desc=f"{len(cells) - len(todo)}/{len(cells)} runs done",
+        file=sys.stderr,
+    )
+    finished = len(cells) - len(todo)
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                cell = todo.pop(0)
+                process = context.Process(target=_child, args=(cell.to_dict(), str(out_dir), progress), daemon=True)
+                process.start()
+                running[process] = cell
+                bar.set_postfix_str(", ".join(running_cell.label for running_cell in running.values()))
+            _drain(progress, bar, timeout=0.5)
+            for process in [process for process in running if not process.is_alive()]:
+                cell = running.pop(process)
+                process.join()
+                finished += 1
+                if load_run(run_path(out_dir, cell)) is None:
+                    failed.append(cell)
+                    bar.write(f"{cell.label} failed (exit code {process.exitcode}): see {log_path(out_dir, cell)}")
+                bar.set_description(f"{finished}/{len(cells)} runs done")
+        _drain(progress, bar, timeout=0.0)
+    finally:
+        for process in running:
+            process.terminate()
+        bar.close()
+    return failed
+
+
+def _drain(progress: Any, bar: Any, timeout: float) -> None:
+    """Move the children's step reports to the progress bar."""
+    try:
+        while True:
+            _, steps = progress.get(timeout=timeout)
+            bar.update(steps)
+            timeout = 0.0
+    except queue.Empty:
+        return
