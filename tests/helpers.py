@@ -37,12 +37,12 @@ def all_segments(model):
 
 
 def loss_and_gradients(model, samples) -> tuple[th.Tensor, dict[str, th.Tensor], dict[str, list[float]]]:
-    stats: dict[str, list[float]] = defaultdict(list)
+    stats: dict[str, list[th.Tensor]] = defaultdict(list)
     model.policy.zero_grad()
     loss, _ = model._minibatch_loss(samples, stats)
     loss.backward()
     grads = {name: param.grad.clone() for name, param in model.policy.named_parameters() if param.grad is not None}
-    return loss.detach(), grads, stats
+    return loss.detach(), grads, {key: [value.item() for value in values] for key, values in stats.items()}
 
 
 def parameters(model) -> dict[str, th.Tensor]:

@@ -39,16 +39,26 @@ def test_flat_minibatch_equals_the_masked_segments(env_id, with_segments):
             assert th.equal(getattr(fast.segments, name), getattr(plain.segments, name)), name
 
 
-def test_get_steps_draws_the_same_minibatches_as_get():
-    model = collected_model(n_envs=2, n_steps=32, seq_length=4, batch_size=16)
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("with_segments", [True, False])
+@pytest.mark.parametrize("batch_size", [12, 16, None])
+def test_get_steps_yields_the_minibatches_of_get(env_id, with_segments, batch_size):
+    # CartPole: segments cut short by episode ends, and a last minibatch with fewer segments
+    model = collected_model(env_id, n_envs=3, n_steps=60, seq_length=4, batch_size=12)
     buffer = model.rollout_buffer
     np.random.seed(3)
-    plain = [MinibatchSteps.from_segments(samples, with_segments=False) for samples in buffer.get(16)]
+    plain = [MinibatchSteps.from_segments(samples, with_segments) for samples in buffer.get(batch_size)]
     np.random.seed(3)
-    fast = list(buffer.get_steps(16, with_segments=False))
-    assert len(fast) == len(plain) > 1
+    fast = list(buffer.get_steps(batch_size, with_segments))
+    assert len(fast) == len(plain) and (len(plain) > 1 or batch_size is None)
     for fast_batch, plain_batch in zip(fast, plain, strict=True):
-        assert th.equal(fast_batch.observations, plain_batch.observations)
+        for name in MinibatchSteps._fields[:-1]:
+            assert th.equal(getattr(fast_batch, name), getattr(plain_batch, name)), name
+        if with_segments:
+            for name in fast_batch.segments._fields:
+                assert th.equal(getattr(fast_batch.segments, name), getattr(plain_batch.segments, name)), name
+        else:
+            assert fast_batch.segments is None
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator
 
 import numpy as np
 import torch as th
+from torch.nn import functional as nn_functional
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 
@@ -258,12 +259,49 @@ class SegmentRolloutBuffer(RolloutBuffer):
 
     def get_steps(self, batch_size: int | None, with_segments: bool) -> Generator[MinibatchSteps, None, None]:
         """
-        :meth:`get`'s minibatches (the same draws), as flat real steps: what the training loop uses.
+        :meth:`get`'s minibatches (the same draws, the same steps in the same order), as flat real
+        steps: what the training loop uses. Each field is gathered once for the whole epoch, in
+        minibatch order, so that every minibatch is a slice of it.
 
         :param with_segments: also gather the segment layout (for advantages recomputed in segment scope)
         """
-        for segment_ids in self._epoch_segment_ids(batch_size):
-            yield self.minibatch_steps(segment_ids, with_segments)
+        blocks = list(self._epoch_segment_ids(batch_size))
+        if len(blocks) == 0:
+            return
+        block_size = len(blocks[0])
+        permutation = th.as_tensor(np.concatenate(blocks), device=self.device)
+        pad = (-len(permutation)) % block_size  # the last minibatch may hold fewer segments
+        steps = nn_functional.pad(self._tensors["segment_indices"][:, permutation], (0, pad))  # (seq, n_blocks * block)
+        mask = nn_functional.pad(self._tensors["segment_mask"][:, permutation], (0, pad), value=False)
+        seq_length, n_blocks = steps.shape[0], len(blocks)
+        # (n_blocks, seq, block): selecting the real steps row by row lists each minibatch's steps time-major
+        block_steps = steps.reshape(seq_length, n_blocks, block_size).transpose(0, 1)
+        block_mask = mask.reshape(seq_length, n_blocks, block_size).transpose(0, 1)
+        real_steps = block_steps[block_mask]
+        sizes = block_mask.sum(dim=(1, 2)).tolist()
+        data = self._tensors
+        fields = {
+            "observations": "observations",
+            "actions": "actions",
+            "old_values": "values",
+            "old_log_prob": "log_probs",
+            "old_distribution_params": "distribution_params",
+            "advantages": "advantages",
+            "returns": "returns",
+        }
+        per_field = {field: th.split(data[name][real_steps], sizes) for field, name in fields.items()}
+        layouts: list[SegmentLayout | None] = [None] * n_blocks
+        if with_segments:
+            last_steps = steps[mask.sum(dim=0).clamp(min=1) - 1, th.arange(steps.shape[1], device=self.device)]
+            rewards, terminations = data["rewards"][steps], data["terminations"][steps]
+            last_next_observations = data["next_observations"][last_steps]
+            layouts = [
+                SegmentLayout(mask[:, columns], rewards[:, columns], terminations[:, columns], last_next_observations[columns])
+                for block, _ in enumerate(blocks)
+                for columns in [slice(block * block_size, block * block_size + len(blocks[block]))]
+            ]
+        for block in range(n_blocks):
+            yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=layouts[block])
 
     def sample_steps(self, batch_size: int, with_segments: bool) -> MinibatchSteps:
         """:meth:`sample`'s minibatch (the same draw) as flat real steps."""

@@ -299,7 +299,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _on_train_end(self) -> None:
         """Work done once after all epochs of an update (the adaptive KL rule)."""
 
-    def _record_minibatch(self, stats: dict[str, list[float]], ratio: th.Tensor) -> None:
+    def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor) -> None:
         """Algorithm-specific minibatch statistics (PPO's clip fraction)."""
 
     def _recomputes_segment_advantages(self) -> bool:
@@ -324,7 +324,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         buffer = self.rollout_buffer
         explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
 
-        stats: dict[str, list[float]] = defaultdict(list)
+        stats: dict[str, list[th.Tensor]] = defaultdict(list)
         with distribution_validation_off():
             for epoch in range(self.n_epochs):
                 # the rollout's advantages were computed with this very critic: recompute from the second epoch on
@@ -338,38 +338,45 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         self._on_train_end()
         self._log_train(stats, explained_var)
 
-    def _train_epoch(self, epoch: int, stats: dict[str, list[float]]) -> bool:
-        """One epoch of gradient steps; False where ``target_kl`` stopped it."""
+    def _train_epoch(self, epoch: int, stats: dict[str, list[th.Tensor]]) -> bool:
+        """
+        One epoch of gradient steps; False where ``target_kl`` stopped it. Statistics stay tensors
+        until the epoch ends (a host sync per minibatch costs as much as a small layer).
+        """
+        losses = []
+        continue_training = True
         for batch in self._minibatches():
             loss, approx_kl = self._minibatch_loss(batch, stats)
-            if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+            if self.target_kl is not None and approx_kl.item() > 1.5 * self.target_kl:
                 if self.verbose >= 1:
-                    print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl:.2f}")
-                return False
-            loss_value = loss.item()
-            if not np.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"{type(self).__name__}: the loss became {loss_value} at update {self._n_updates}: lower learning_rate, "
-                    "set max_grad_norm, or look for NaN/inf in the observations and rewards (SB3's VecCheckNan finds them)."
-                )
+                    print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl.item():.2f}")
+                continue_training = False
+                break
             self.policy.optimizer.zero_grad()
             loss.backward()
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self._trainable_parameters, self.max_grad_norm, foreach=True)
             self.policy.optimizer.step()
-            stats["loss"].append(loss_value)
-        return True
+            losses.append(loss.detach())
+        if losses and not th.isfinite(th.stack(losses)).all():
+            raise FloatingPointError(
+                f"{type(self).__name__}: the loss became NaN or inf in update {self._n_updates}: lower learning_rate, "
+                "set max_grad_norm, or look for NaN/inf in the observations and rewards (SB3's VecCheckNan finds them)."
+            )
+        stats["loss"].extend(losses)
+        return continue_training
 
     def _minibatch_loss(
-        self, samples: MinibatchSteps | SegmentRolloutBufferSamples, stats: dict[str, list[float]]
-    ) -> tuple[th.Tensor, float]:
+        self, samples: MinibatchSteps | SegmentRolloutBufferSamples, stats: dict[str, list[th.Tensor]]
+    ) -> tuple[th.Tensor, th.Tensor]:
         """
         The total loss of one minibatch of segments, every term a mean over its real steps.
         The networks only ever see real steps: pad steps are dropped by selection before the
         forward pass, so whatever they hold reaches no loss, gradient or statistic.
 
         :param samples: the minibatch's real steps (or its padded segments, selected here)
-        :return: the loss and the approximate KL (SB3's, for ``target_kl``)
+        :param stats: receives the minibatch's statistics as 0-d tensors
+        :return: the loss and the approximate KL (SB3's, for ``target_kl``), a 0-d tensor
         """
         batch = self._as_steps(samples)
         n_real = len(batch.observations)
@@ -409,12 +416,12 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         loss = self.vf_coef * value_loss + self.pg_coef * policy_loss + self.ent_coef * entropy_loss
 
         with th.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean().item()
-            stats["policy_gradient_loss"].append(policy_loss.item())
-            stats["value_loss"].append(value_loss.item())
-            stats["entropy_loss"].append(entropy_loss.item())
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            stats["policy_gradient_loss"].append(policy_loss.detach())
+            stats["value_loss"].append(value_loss.detach())
+            stats["entropy_loss"].append(entropy_loss.detach())
             stats["approx_kl"].append(approx_kl)
-            stats["kl"].append(kl.mean().item())
+            stats["kl"].append(kl.mean().detach())
             self._record_minibatch(stats, ratio)
         return loss, approx_kl
 
@@ -467,13 +474,13 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         )
         return advantages[mask], targets[mask]
 
-    def _log_train(self, stats: dict[str, list[float]], explained_var: float) -> None:
+    def _log_train(self, stats: dict[str, list[th.Tensor]], explained_var: float) -> None:
         """Record the mean of every minibatch statistic under ``train/``."""
         for key, values in stats.items():
-            if key != "loss":
-                self.logger.record(f"train/{key}", float(np.mean(values)))
+            if key != "loss" and values:
+                self.logger.record(f"train/{key}", th.stack(values).mean().item())
         if stats["loss"]:
-            self.logger.record("train/loss", stats["loss"][-1])
+            self.logger.record("train/loss", stats["loss"][-1].item())
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/pad_fraction", self.rollout_buffer.pad_fraction)
         if hasattr(self.policy, "log_std"):

@@ -200,9 +200,9 @@ class LecturePPO(LectureOnPolicyAlgorithm):
             surrogate = kl_penalized_surrogate(surrogate, kl, self._current_kl_coef)
         return surrogate
 
-    def _record_minibatch(self, stats: dict[str, list[float]], ratio: th.Tensor) -> None:
+    def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor) -> None:
         if self._current_clip_range is not None:
-            stats["clip_fraction"].append((th.abs(ratio - 1) > self._current_clip_range).float().mean().item())
+            stats["clip_fraction"].append((th.abs(ratio - 1) > self._current_clip_range).float().mean())
 
     def _on_train_end(self) -> None:
         spec = OBJECTIVES[self.objective]
