@@ -1,0 +1,186 @@
+"""
+The benchmark: cells and their ids, where contestants' hyperparameters come from, the report's
+statistics, bad input, and ``--quick`` end to end (every output file, resume, rerun).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sb3_lecture_ppo import benchmark
+from sb3_lecture_ppo.evaluation.cells import Cell
+from sb3_lecture_ppo.evaluation.contestants import SB3_POLICY, get_contestant, zoo_entry_name
+from sb3_lecture_ppo.evaluation.report import markdown_table, steps_to_threshold, summarize
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+CELL = dict(
+    contestant="ppo", env_id="CartPole-v1", seed=0, timesteps=1000, eval_freq=500, eval_episodes=2, final_eval_episodes=3
+)
+
+
+def test_cell_id_is_stable_and_names_every_setting():
+    cell = Cell.make(**CELL, overrides={"gamma": 0.9, "n_steps": 64})
+    assert cell.id == Cell.make(**CELL, overrides={"n_steps": 64, "gamma": 0.9}).id
+    assert Cell.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell
+    changed = [Cell.make(**{**CELL, key: value}) for key, value in [("seed", 1), ("timesteps", 2000), ("eval_episodes", 3)]]
+    changed.append(Cell.make(**CELL, overrides={"gamma": 0.8}))
+    assert len({cell.id, *(other.id for other in changed)}) == len(changed) + 1
+
+
+def test_zoo_entry_falls_back_to_another_version_of_the_env_only():
+    entries = {"HalfCheetah-v4": {}, "HalfCheetah-v3": {}, "default": {}, "Hopper-v4": {}}
+    assert zoo_entry_name(entries, "HalfCheetah-v4") == "HalfCheetah-v4"
+    assert zoo_entry_name(entries, "HalfCheetah-v5") == "HalfCheetah-v4"
+    assert zoo_entry_name(entries, "Walker2d-v5") is None
+    assert zoo_entry_name(entries, "NoVersion") is None
+
+
+def test_contestants_read_the_installed_zoo_and_our_yml():
+    entry, params = get_contestant("ppo").hyperparams("HalfCheetah-v5")
+    assert entry == "HalfCheetah-v4" and params["normalize"] and params["n_epochs"] == 20  # the zoo's own entry
+    _, ours = get_contestant("lecture_ppo").hyperparams("CartPole-v1")
+    assert ours["seq_length"] == 16
+    _, ppo_cartpole = get_contestant("ppo").hyperparams("CartPole-v1")
+    _, in_sb3_settings = get_contestant("lecture_ppo:sb3").hyperparams("CartPole-v1")
+    assert in_sb3_settings == {
+        **ppo_cartpole,
+        "policy": SB3_POLICY,
+        "seq_length": 1,
+        "advantage_scope": "rollout",
+        "recompute_advantage": False,
+        "value_target": "lambda",
+    }
+    with pytest.raises(ValueError, match="has no RL Zoo entry for Blackjack-v1"):
+        get_contestant("ppo").hyperparams("Blackjack-v1")
+    with pytest.raises(ValueError, match="unknown algorithm 'dqn2'"):
+        get_contestant("dqn2")
+
+
+def test_steps_to_threshold_first_reach_and_stay():
+    steps = [10, 20, 30, 40, 50]
+    assert steps_to_threshold(steps, [1, 5, 2, 5, 6], 5) == (20, 40)
+    assert steps_to_threshold(steps, [5, 5, 5, 5, 5], 5) == (10, 10)
+    assert steps_to_threshold(steps, [1, 5, 2, 5, 1], 5) == (20, None)
+    assert steps_to_threshold(steps, [1, 1, 1, 1, 1], 5) == (None, None)
+
+
+def synthetic_run(contestant: str, seed: int, means: list[float], speed: float) -> dict:
+    return {
+        "cell": {**CELL, "contestant": contestant, "seed": seed},
+        "evaluations": {"timesteps": [100, 200, 300], "mean": means, "std": [0.0] * 3},
+        "final_evaluation": {"mean": means[-1]},
+        "env_steps_per_cpu_second": speed,
+        "peak_rss_mb": 300.0,
+        "buffer_bytes_per_transition": 48.0,
+        "pad_fraction": 0.0,
+    }
+
+
+def test_summary_medians_spreads_and_ratios():
+    runs = [
+        synthetic_run("ppo", 0, [0, 500, 500], 1000),
+        synthetic_run("ppo", 1, [0, 0, 500], 1200),
+        synthetic_run("ppo", 2, [0, 0, 0], 1100),
+        synthetic_run("lecture_ppo", 0, [500, 500, 500], 1500),
+        synthetic_run("lecture_ppo", 1, [0, 500, 400], 1300),
+    ]
+    rows = {row["contestant"]: row for row in summarize(runs, {"CartPole-v1": 475})}
+    ppo, ours = rows["ppo"], rows["lecture_ppo"]
+    assert ppo["steps_to_threshold"] == {"median": 250.0, "min": 200.0, "max": 300.0, "missing": 1}
+    assert ppo["env_steps_per_cpu_second"]["median"] == 1100
+    assert ours["steps_to_threshold"]["median"] == 150 and ours["steps_to_stay_above_threshold"]["missing"] == 1
+    table = markdown_table(list(rows.values()))
+    assert "1 not reached" in table and "(1.27x)" in table  # 1400 / 1100 steps per CPU-second
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    code = benchmark.main(list(args))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--algos", "lecture_ppo", "sac2"], "--algos: unknown algorithm 'sac2'"),
+        (["--envs", "CartPole-v9"], "--envs: unknown env 'CartPole-v9'"),
+        (["--algos", "ppo", "--envs", "Blackjack-v1", "--timesteps", "100"], "--algos: contestant 'ppo' has no RL Zoo entry"),
+        (["--timesteps", "0"], "--timesteps: the budget of CartPole-v1 must be a positive"),
+        (["--timesteps", "Pendulum-v1=100"], "--timesteps 'Pendulum-v1=100': Pendulum-v1 is not among --envs"),
+        (["--envs", "Pendulum-v1"], "--timesteps: no default budget for Pendulum-v1"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_option(capsys, tmp_path, args, message):
+    code, error = run_main(capsys, *args, "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert error.count("\n") == 1 and message in error
+
+
+def test_bad_counts_are_refused_by_the_parser(capsys):
+    for option in ("--seeds", "--jobs", "--eval-episodes"):
+        with pytest.raises(SystemExit):
+            benchmark.main([option, "0"])
+        assert f"{option} must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_folder_with_other_settings_is_refused_unless_overwrite(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert benchmark.main(["--timesteps", "1000", "--seeds", "1", "--out", str(out), "--report-only"]) == 0
+    (out / "runs").mkdir(exist_ok=True)
+    (out / "runs" / "old.json").write_text("{}")
+    code, error = run_main(capsys, "--timesteps", "2000", "--seeds", "1", "--out", str(out), "--report-only")
+    assert code == 2 and "holds CartPole-v1 runs made with other settings" in error and "--overwrite" in error
+    assert (out / "runs" / "old.json").exists()  # nothing lost on refusal
+    assert benchmark.main(["--timesteps", "2000", "--seeds", "1", "--out", str(out), "--report-only", "--overwrite"]) == 0
+    assert not (out / "runs" / "old.json").exists()
+
+
+def quick(out: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "sb3_lecture_ppo.benchmark", "--quick", "--jobs", "2", "--out", str(out)]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def test_quick_writes_every_output_and_resumes(tmp_path):
+    out = tmp_path / "quick"
+    quick(out)
+    for name in benchmark.OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    runs = sorted((out / "runs").glob("*.json"))
+    assert len(runs) == 4  # lecture_ppo and ppo, 2 seeds
+    results = json.loads((out / "results.json").read_text())
+    assert {row["contestant"] for row in results["summary"]} == {"lecture_ppo", "ppo"}
+    for run in results["runs"]:
+        assert run["evaluations"]["timesteps"] and run["training_curve"]["timesteps"]
+        assert run["final_evaluation"]["episodes"] == 20 and run["timesteps"] >= 20_000
+        assert run["env_steps_per_cpu_second"] > 0 and run["peak_rss_mb"] > 0 and run["buffer_bytes_per_transition"] > 0
+        assert run["train_cpu_seconds"] < run["cpu_seconds"]  # evaluation time is left out of the throughput
+    lecture = [run for run in results["runs"] if run["cell"]["contestant"] == "lecture_ppo"]
+    assert all(run["pad_fraction"] > 0 for run in lecture)  # CartPole's episodes end inside segments
+    assert "| CartPole-v1 (>= 475) | `lecture_ppo` | 2 |" in (out / "results.md").read_text()
+
+    # an interrupted sweep: one run missing; the rerun trains only that one
+    stamps = {path.name: path.stat().st_mtime_ns for path in runs}
+    runs[0].unlink()
+    rerun = quick(out)
+    assert "3/4 runs done" in rerun.stderr
+    for path in runs[1:]:
+        assert path.stat().st_mtime_ns == stamps[path.name]
+    assert runs[0].exists()
+
+
+def test_every_other_contestant_trains_through_the_benchmark(tmp_path):
+    others = ["a2c", "trpo", "lecture_ac", "lecture_gae_ac", "lecture_mc_pg", "lecture_ppo:sb3", "lecture_ppo:lecture"]
+    tiny = ["--timesteps", "1024", "--eval-freq", "512", "--eval-episodes", "1", "--final-eval-episodes", "1", "--seeds", "1"]
+    command = [sys.executable, "-m", "sb3_lecture_ppo.benchmark", "--algos", *others, *tiny, "--jobs", "2", "--no-progress"]
+    result = subprocess.run([*command, "--out", str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    runs = [json.loads(path.read_text()) for path in (tmp_path / "runs").glob("*.json")]
+    assert sorted(run["cell"]["contestant"] for run in runs) == sorted(others)
+    by_name = {run["cell"]["contestant"]: run for run in runs}
+    assert by_name["lecture_ppo:sb3"]["zoo_algo"] == "lecture_ppo"
+    assert by_name["lecture_ppo:sb3"]["hyperparams"]["policy"] == SB3_POLICY
