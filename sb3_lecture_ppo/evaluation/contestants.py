@@ -41,6 +41,8 @@ class Contestant:
     entry_algo: str
     description: str
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    entry: dict[str, Any] | None = None
+    """A fixed entry for every env (the PPO paper's setting) instead of a zoo yml's."""
 
     @property
     def ours(self) -> bool:
@@ -62,6 +64,8 @@ class Contestant:
         :return: the name of the zoo entry used (another version of the env where ``env_id`` has
             none, e.g. ``HalfCheetah-v4`` for ``HalfCheetah-v5``) and the entry
         """
+        if self.entry is not None:
+            return "paper", dict(self.entry)
         entries = yaml.safe_load(self.hyperparams_file().read_text())
         entry_name = zoo_entry_name(entries, env_id)
         if entry_name is None:
@@ -105,6 +109,26 @@ def _lecture_in_ppo_settings(semantics: dict[str, Any]) -> dict[str, Any | Calla
     return {"policy": _refuse_sde, **semantics}
 
 
+PAPER_MUJOCO: dict[str, Any] = dict(
+    policy=SB3_POLICY,
+    # 64 x 2 tanh policy and value networks without shared parameters
+    policy_kwargs="dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh)",
+    # OpenAI baselines' ppo1, the paper's code, filtered observations with running statistics; rewards were not scaled
+    normalize="dict(norm_obs=True, norm_reward=False)",
+    n_envs=1,
+    n_timesteps=1_000_000,
+    n_steps=2048,
+    learning_rate=3e-4,
+    n_epochs=10,
+    batch_size=64,
+    gamma=0.99,
+    gae_lambda=0.95,
+    ent_coef=0.0,
+    max_grad_norm=None,
+    **SB3_SEMANTICS,
+)
+"""The PPO paper's MuJoCo setting (its Table 3 hyperparameters), as LecturePPO kwargs."""
+
 CONTESTANTS: dict[str, Contestant] = {
     contestant.name: contestant
     for contestant in (
@@ -128,6 +152,13 @@ CONTESTANTS: dict[str, Contestant] = {
             "ppo",
             "LecturePPO with SB3 PPO's zoo entry and network, the lecture's semantics (segments, recomputed GAE)",
             _lecture_in_ppo_settings(LECTURE_SEMANTICS),
+        ),
+        Contestant(
+            "lecture_ppo:paper",
+            "lecture_ppo",
+            "lecture_ppo",
+            "LecturePPO in the PPO paper's MuJoCo setting (64x2 tanh, horizon 2048, 10 epochs, minibatch 64)",
+            entry=PAPER_MUJOCO,
         ),
     )
 }

@@ -6,7 +6,7 @@ throughput bar chart.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,15 @@ def _spread(values: Sequence[float | int | None]) -> dict[str, Any]:
     }
 
 
-def group_runs(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    """(contestant, env id) -> its runs, in seed order."""
+def contestant_label(run: Run) -> str:
+    return str(run["cell"]["contestant"])
+
+
+def group_runs(runs: Sequence[Run], label: Callable[[Run], str] = contestant_label) -> dict[tuple[str, str], list[Run]]:
+    """(label, env id) -> its runs, in seed order; the label is the contestant's name by default."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in sorted(runs, key=lambda run: run["cell"]["seed"]):
-        groups[(run["cell"]["contestant"], run["cell"]["env_id"])].append(run)
+        groups[(label(run), run["cell"]["env_id"])].append(run)
     return dict(groups)
 
 
@@ -147,6 +151,8 @@ def plot_curves(
     curve: str = "evaluations",
     value_key: str = "mean",
     ylabel: str = "evaluation return (deterministic)",
+    label: Callable[[Run], str] = contestant_label,
+    env_ids: Sequence[str] | None = None,
 ) -> None:
     """Learning curves, one panel per env: the median over seeds as a line, min-max as a band."""
     import matplotlib
@@ -154,15 +160,18 @@ def plot_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = group_runs(runs)
-    env_ids = sorted({env_id for _, env_id in groups})
+    groups = group_runs(runs, label)
+    env_ids = sorted({env_id for _, env_id in groups}) if env_ids is None else list(env_ids)
+    labels = list(dict.fromkeys(name for name, _ in groups))  # one color per label in every panel
+    colors = [plt.get_cmap("tab20" if len(labels) > 10 else "tab10")(index) for index in range(20 if len(labels) > 10 else 10)]
     figure, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4.2), squeeze=False)
     for axis, env_id in zip(axes[0], env_ids, strict=True):
-        for (contestant, group_env), group in groups.items():
+        for (name, group_env), group in groups.items():
             if group_env != env_id or not any(run[curve]["timesteps"] for run in group):
                 continue
             steps, median, low, high = _curve_band(group, curve, value_key)
-            (line,) = axis.plot(steps, median, label=f"{contestant} ({len(group)} seeds)", linewidth=1.8)
+            color = colors[labels.index(name) % len(colors)]
+            (line,) = axis.plot(steps, median, label=f"{name} ({len(group)} seeds)", linewidth=1.6, color=color)
             axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if thresholds and env_id in thresholds:
             axis.axhline(
@@ -202,6 +211,88 @@ def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
         axis.set_title(env_id)
         axis.set_ylabel("env steps per CPU-second (training)")
         axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ------------------------------------------------------------------------------------- normalized scores
+def normalized_scores(
+    raw: dict[str, dict[str, list[float]]], random_scores: dict[str, float], reference: dict[str, float] | None = None
+) -> dict[str, np.ndarray]:
+    """
+    The PPO paper's normalization: per task, a random policy scores 0 and the best algorithm 1.
+
+    :param raw: algorithm -> env id -> one score per seed
+    :param random_scores: env id -> the random policy's mean return
+    :param reference: env id -> the score that counts as 1 (default: the best algorithm's mean over seeds)
+    :return: algorithm -> (n_seeds, n_envs) normalized scores, envs in sorted order
+    """
+    env_ids = sorted({env_id for per_env in raw.values() for env_id in per_env})
+    if reference is None:
+        reference = {
+            env_id: max(float(np.mean(per_env[env_id])) for per_env in raw.values() if env_id in per_env) for env_id in env_ids
+        }
+    normalized = {}
+    for name, per_env in raw.items():
+        columns = [
+            (np.asarray(per_env[env_id], dtype=float) - random_scores[env_id]) / (reference[env_id] - random_scores[env_id])
+            for env_id in env_ids
+        ]
+        normalized[name] = np.stack(columns, axis=1)
+    return normalized
+
+
+def interval_estimates(
+    scores: dict[str, np.ndarray], best: str, reps: int = 2000, seed: int = 0
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, tuple[float, float, float]]]:
+    """
+    rliable's IQM of each algorithm's (n_seeds, n_envs) normalized scores, and the probability
+    that ``best`` improves on each other algorithm, with stratified-bootstrap 95% intervals.
+
+    :return: algorithm -> (IQM, low, high), and other algorithm -> (P(best > it), low, high)
+    """
+    from rliable import library as rly
+    from rliable import metrics
+
+    def iqm(array: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(array)])
+
+    points, intervals = rly.get_interval_estimates(scores, iqm, reps=reps, random_state=np.random.RandomState(seed))
+    aggregates = {
+        name: (float(points[name][0]), float(intervals[name][0, 0]), float(intervals[name][1, 0])) for name in scores
+    }
+    pairs = {name: (scores[best], scores[name]) for name in scores if name != best}
+    improvements: dict[str, tuple[float, float, float]] = {}
+    if pairs:
+        points, intervals = rly.get_interval_estimates(
+            pairs, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
+        )
+        improvements = {
+            name: (float(points[name]), float(np.ravel(intervals[name])[0]), float(np.ravel(intervals[name])[1]))
+            for name in pairs
+        }
+    return aggregates, improvements
+
+
+def plot_interval_estimates(aggregates: dict[str, tuple[float, float, float]], path: Path, xlabel: str) -> None:
+    """Point estimate and 95% interval of each algorithm, one row each (rliable's style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(aggregates)
+    figure, axis = plt.subplots(figsize=(6.5, 0.42 * len(names) + 1.2))
+    for row, name in enumerate(names):
+        point, low, high = aggregates[name]
+        axis.barh(row, high - low, left=low, height=0.6, color=f"C{row % 10}", alpha=0.75)
+        axis.vlines(point, row - 0.3, row + 0.3, color="black", linewidth=1.5)
+    axis.set_yticks(range(len(names)), names, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel(xlabel)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title("IQM with stratified-bootstrap 95% CI (rliable)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -1,0 +1,247 @@
+"""
+Spread a sweep's cells over processes or machines through Optuna.
+
+A sweep is one study on a shared storage (an Optuna journal file on one machine, an RDB URL such
+as PostgreSQL across machines) whose sampler is a ``GridSampler`` over the cell ids. The worker
+that creates the study enqueues every cell once; Optuna hands a waiting trial to exactly one
+worker, so each cell runs exactly once however many workers there are. A worker stamps a
+heartbeat on its trial while the cell trains; a trial whose heartbeat is older than the grace
+period (its worker died) is failed by the next worker that looks, and Optuna's
+``RetryFailedTrialCallback`` enqueues the cell again. A finished run's record is stored in its
+trial (user attribute ``run``), so that any machine can write the report from the study alone.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from sb3_lecture_ppo.evaluation.cells import Cell
+
+CELL_PARAM = "cell"
+HEARTBEAT_ATTR = "heartbeat"
+RUN_ATTR = "run"
+MAX_RETRY = 3
+"""Reruns of a cell whose worker died (or whose run failed) before it is given up."""
+
+
+class StorageError(ValueError):
+    """The storage could not be opened, or holds another sweep under the study name."""
+
+
+def open_storage(url: str) -> BaseStorage:
+    """An RDB storage for a URL (``postgresql://...``, ``sqlite:///...``), else a journal file at that path."""
+    try:
+        if "://" in url:
+            return optuna.storages.RDBStorage(url)
+        path = Path(url)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"no folder {path.parent}")
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as error:  # a storage fails in many ways (driver missing, refused, bad path): one message
+        raise StorageError(f"--storage {url}: cannot be opened ({type(error).__name__}: {error})") from None
+
+
+def open_cell_study(storage: BaseStorage, study_name: str, cells: Sequence[Cell], wait_seconds: float = 60.0) -> optuna.Study:
+    """
+    The sweep's study: created with every cell enqueued once, or loaded (then it must hold the same cells).
+    """
+    ids = [cell.id for cell in cells]
+    sampler = optuna.samplers.GridSampler({CELL_PARAM: ids}, seed=0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+        _wait_for_queue(study, study_name, ids, wait_seconds)
+        return study
+    study.set_user_attr("cells", ids)
+    for cell_id in ids:
+        study.enqueue_trial({CELL_PARAM: cell_id})
+    study.set_user_attr("enqueued", True)
+    return study
+
+
+def _wait_for_queue(study: optuna.Study, study_name: str, ids: list[str], wait_seconds: float) -> None:
+    """Wait until the worker that created the study has enqueued its cells; refuse another sweep's study."""
+    deadline = time.monotonic() + wait_seconds
+    while not study.user_attrs.get("enqueued"):
+        if time.monotonic() > deadline:
+            raise StorageError(f"--study-name {study_name}: its cells were never enqueued; pick a new --study-name")
+        time.sleep(0.5)
+    if study.user_attrs.get("cells") != ids:
+        raise StorageError(
+            f"--study-name {study_name}: that study holds another sweep (other cells or settings); "
+            "pick a new --study-name or the settings it was made with"
+        )
+
+
+def cell_trials(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
+    """Cell id -> its trials."""
+    trials: dict[str, list[FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if CELL_PARAM in trial.params:
+            trials.setdefault(trial.params[CELL_PARAM], []).append(trial)
+    return trials
+
+
+def finished_runs(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """Cell id -> the run record of its completed trial."""
+    return {
+        cell_id: trial.user_attrs[RUN_ATTR]
+        for cell_id, trials in cell_trials(study).items()
+        for trial in trials
+        if trial.state == TrialState.COMPLETE and RUN_ATTR in trial.user_attrs
+    }
+
+
+def fail_stale_trials(study: optuna.Study, grace_seconds: float) -> list[int]:
+    """
+    Fail the running trials whose heartbeat is older than ``grace_seconds`` and enqueue their cells
+    again (Optuna's ``RetryFailedTrialCallback``). Only the worker whose ``tell`` wins re-enqueues.
+
+    :return: the numbers of the trials failed here
+    """
+    now = time.time()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        last_sign_of_life = max(float(trial.user_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+        if now - last_sign_of_life <= grace_seconds:
+            continue
+        try:
+            frozen = study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker failed it first
+        RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, frozen)
+        failed.append(trial.number)
+    return failed
+
+
+class Heartbeat:
+    """Stamps ``time.time()`` on a trial every ``interval`` seconds while in a ``with`` block."""
+
+    def __init__(self, trial: optuna.Trial, interval: float) -> None:
+        self.trial = trial
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _from_queue(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether ``ask`` handed out an enqueued cell (not a fresh grid point, which may be running elsewhere)."""
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    return CELL_PARAM in frozen.params or "fixed_params" in frozen.system_attrs
+
+
+def run_worker(
+    study: optuna.Study,
+    cells: Sequence[Cell],
+    run: Callable[[Cell], dict[str, Any] | None],
+    score: Callable[[dict[str, Any]], float],
+    heartbeat_seconds: float = 30.0,
+    grace_seconds: float = 120.0,
+    poll_seconds: float = 5.0,
+    log: Callable[[str], None] = print,
+) -> int:
+    """
+    Take cells from the study until every cell has a completed trial, waiting while the last ones
+    run elsewhere (so that a dead worker's cell is rerun here).
+
+    :param run: trains a cell; its run record, or None where it failed
+    :param score: the trial's objective value of a run record
+    :return: the number of cells this worker trained
+    """
+    by_id = {cell.id: cell for cell in cells}
+    ids = list(by_id)
+    trained = 0
+    while True:
+        for number in fail_stale_trials(study, grace_seconds):
+            log(f"trial {number} lost its worker: its cell is queued again")
+        trials = cell_trials(study)
+        completed = {
+            cell_id for cell_id, cell_group in trials.items() if any(t.state == TrialState.COMPLETE for t in cell_group)
+        }
+        if completed >= set(ids):
+            return trained
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            time.sleep(poll_seconds)  # the rest runs elsewhere: stay to rerun a dead worker's cell
+            continue
+        trial = study.ask()
+        if not _from_queue(study, trial):
+            study.tell(trial, state=TrialState.PRUNED)  # the queue emptied meanwhile
+            continue
+        cell = by_id[trial.suggest_categorical(CELL_PARAM, ids)]
+        if cell.id in completed:  # a retry of a trial that was failed as stale but finished after all
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        log(f"trial {trial.number}: {cell.label}")
+        with Heartbeat(trial, heartbeat_seconds):
+            record = run(cell)
+        trained += 1
+        try:
+            if record is None:
+                frozen = study.tell(trial, state=TrialState.FAIL)
+                RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, frozen)
+                continue
+            trial.set_user_attr(RUN_ATTR, record)
+            study.tell(trial, score(record))
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as error:
+            log(f"trial {trial.number} was failed as stale while it ran ({error}); its retry is the one that counts")
+
+
+def run_sweep(
+    cells: Sequence[Cell],
+    out_dir: Path,
+    score: Callable[[dict[str, Any]], float],
+    jobs: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    show_progress: bool = True,
+    heartbeat_seconds: float = 30.0,
+    grace_seconds: float = 120.0,
+) -> list[Cell]:
+    """
+    Train the cells without a finished run: locally (``jobs`` processes), or as one worker of the
+    study ``study_name`` on ``storage`` (whose finished runs are also written to ``out_dir``).
+
+    :return: the cells that failed locally (the study retries its own)
+    """
+    from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path, write_json_atomically
+
+    if storage is None:
+        return run_cells(cells, out_dir, jobs=jobs, show_progress=show_progress)
+    if not study_name:
+        raise StorageError("--storage needs --study-name: the name every worker of the sweep uses")
+    study = open_cell_study(open_storage(storage), study_name, cells)
+
+    def run(cell: Cell) -> dict[str, Any] | None:
+        failed = run_cells([cell], out_dir, jobs=1, show_progress=show_progress)
+        return None if failed else load_run(run_path(out_dir, cell))
+
+    run_worker(study, cells, run, score, heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds)
+    for cell_id, record in finished_runs(study).items():  # runs that other workers trained
+        cell = next(cell for cell in cells if cell.id == cell_id)
+        if load_run(run_path(out_dir, cell)) is None:
+            write_json_atomically(run_path(out_dir, cell), record)
+    return []
