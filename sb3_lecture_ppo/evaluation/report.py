@@ -252,8 +252,11 @@ def interval_estimates(
 
     :return: algorithm -> (IQM, low, high), and other algorithm -> (P(best > it), low, high)
     """
-    from rliable import library as rly
-    from rliable import metrics
+    try:
+        from rliable import library as rly
+        from rliable import metrics
+    except ImportError:
+        raise ImportError("the ablation's aggregate scores need rliable: pip install 'sb3_lecture_ppo[ablation]'") from None
 
     def iqm(array: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(array)])
