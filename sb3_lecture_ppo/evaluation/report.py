@@ -135,7 +135,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], reference: str = "ppo") -> st
     return "\n".join(lines) + "\n"
 
 
-def _curve_band(group: Sequence[Run], curve: str, value_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def curve_band(group: Sequence[Run], curve: str, value_key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Median, min and max over seeds at the timesteps every run of the group has."""
     curves = [(run[curve]["timesteps"], run[curve][value_key]) for run in group if run[curve]["timesteps"]]
     length = min(len(timesteps) for timesteps, _ in curves)
@@ -169,7 +169,7 @@ def plot_curves(
         for (name, group_env), group in groups.items():
             if group_env != env_id or not any(run[curve]["timesteps"] for run in group):
                 continue
-            steps, median, low, high = _curve_band(group, curve, value_key)
+            steps, median, low, high = curve_band(group, curve, value_key)
             color = colors[labels.index(name) % len(colors)]
             (line,) = axis.plot(steps, median, label=f"{name} ({len(group)} seeds)", linewidth=1.6, color=color)
             axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
