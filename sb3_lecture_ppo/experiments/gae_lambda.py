@@ -95,7 +95,7 @@ def continuations(model: "LecturePPO", state: np.ndarray, action: int, count: in
         if step > 0:
             actions, _ = model.predict(observations, deterministic=False)
         alive[step] = running
-        for index in np.flatnonzero(running):
+        for index in np.flatnonzero(running).tolist():
             observation, reward, terminated, _, _ = envs[index].step(int(actions[index]))
             observations[index], rewards[step, index], terminations[step, index] = observation, reward, terminated
         observation_history[step + 1] = observations
