@@ -156,7 +156,7 @@ def bias_and_variance(config: ExperimentConfig, lambdas: tuple[float, ...]) -> d
 # ------------------------------------------------------------------------------------ learning curves
 def curve_cells(config: ExperimentConfig, lambdas: tuple[float, ...]) -> list[Cell]:
     """One engine cell per algorithm x env x lambda x seed."""
-    envs = config.size({"CartPole-v1": 8_000}, {"CartPole-v1": 50_000, "HalfCheetah-v5": 300_000})
+    envs = config.size({"CartPole-v1": 8_000}, {"CartPole-v1": 30_000, "HalfCheetah-v5": 300_000})
     eval_freq = {"CartPole-v1": 2_000, "HalfCheetah-v5": 10_000}
     seeds = range(config.seed, config.seed + config.size(1, 3))
     return [
