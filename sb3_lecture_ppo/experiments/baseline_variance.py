@@ -186,11 +186,19 @@ def run(config: ExperimentConfig, draw: Callable[..., dict[str, np.ndarray]] = d
         "batches.\n\n"
         + markdown_table(["weight", "total variance", "cosine of mean with reference", "norm of mean"], rows)
         + f"\n\nClaim holds: {'yes' if holds else 'no'} (G_t - V(s_t) has a lower variance than G_t and its mean points "
-        f"along the reference). The {N_STEP}-step Q weight has a {'lower' if q_below_monte_carlo else 'higher'} variance than "
-        "G_t: without a baseline the weights' common offset (the value of the state) dominates the variance.\n"
+        f"along the reference). {_q_sentence(q_below_monte_carlo)}\n"
     )
     ExperimentOutput(config.out_dir, NAME).write(_plot(summary, n_batches), numbers, markdown)
     return numbers
+
+
+def _q_sentence(q_below_monte_carlo: bool) -> str:
+    if q_below_monte_carlo:
+        return f"The {N_STEP}-step Q weight has a lower variance than G_t, as the slides order them."
+    return (
+        f"The {N_STEP}-step Q weight has a higher variance than G_t here: without a baseline the weights' common offset "
+        "(the value of the state) dominates the variance."
+    )
 
 
 def _plot(summary: dict[str, dict[str, float]], n_batches: int) -> "Figure":
