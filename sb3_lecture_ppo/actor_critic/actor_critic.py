@@ -15,7 +15,7 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_lecture_ppo.actor_critic.policies import MlpPolicy
+from sb3_lecture_ppo.actor_critic.policies import CnnPolicy, MlpPolicy
 from sb3_lecture_ppo.common.objectives import policy_gradient_surrogate
 from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentRolloutBufferSamples
@@ -30,7 +30,8 @@ class LectureActorCritic(LectureOnPolicyAlgorithm):
     with the one-step TD error ``delta`` (``gae_lambda=0``), ``L_exp = -H(pi(.|s))``, and one step
     ``theta <- theta - eta/n grad L_total`` per rollout.
 
-    :param policy: The policy model to use ("MlpPolicy" is the lecture's actor-critic network)
+    :param policy: The policy model to use ("MlpPolicy" is the lecture's actor-critic network,
+        "CnnPolicy" the same on a NatureCNN trunk, for images)
     :param env: The environment to learn from (if registered in Gym, can be str); its ``n_envs``
         copies are the slides' ``n`` trajectories
     :param learning_rate: eta, a float or a schedule
@@ -55,7 +56,7 @@ class LectureActorCritic(LectureOnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
 
     def __init__(
         self,

@@ -1,3 +1,4 @@
-from sb3_lecture_ppo.common.policies import LectureActorCriticPolicy
+from sb3_lecture_ppo.common.policies import LectureActorCriticCnnPolicy, LectureActorCriticPolicy
 
 MlpPolicy = LectureActorCriticPolicy
+CnnPolicy = LectureActorCriticCnnPolicy

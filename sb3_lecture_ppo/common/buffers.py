@@ -122,7 +122,7 @@ class SegmentRolloutBuffer(RolloutBuffer):
         )
 
     def reset(self) -> None:
-        self.next_observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self.observation_space.dtype)
+        self.next_observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self._observation_dtype)
         self.terminations = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.dones = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.distribution_params = np.zeros((self.buffer_size, self.n_envs, self.n_distribution_params), dtype=np.float32)
@@ -130,6 +130,15 @@ class SegmentRolloutBuffer(RolloutBuffer):
         self.mask = np.zeros((self.seq_length, 0), dtype=bool)
         self._tensors = {}
         super().reset()
+        if self._observation_dtype != self.observations.dtype:
+            # SB3 stores float32; images stay uint8 (4x smaller), the policy scales them in its forward pass
+            self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self._observation_dtype)
+
+    @property
+    def _observation_dtype(self) -> np.dtype:
+        """uint8 for image observations, else SB3's float32."""
+        dtype = np.dtype(self.observation_space.dtype)
+        return dtype if dtype == np.uint8 else np.dtype(np.float32)
 
     def add(  # type: ignore[override]
         self,
@@ -187,7 +196,8 @@ class SegmentRolloutBuffer(RolloutBuffer):
             "log_probs": self.log_probs.reshape(-1),
             "distribution_params": self.distribution_params.reshape(n_transitions, -1),
         }
-        self._tensors = {name: self.to_torch(array) for name, array in arrays.items()}
+        # On the CPU the tensors share the arrays' memory (a rollout's arrays are not written again: reset makes new ones).
+        self._tensors = {name: self.to_torch(array, copy=False) for name, array in arrays.items()}
         self._tensors["segment_indices"] = self.to_torch(self.indices)
         self._tensors["segment_mask"] = self.to_torch(self.mask)
 

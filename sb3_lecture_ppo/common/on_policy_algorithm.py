@@ -25,9 +25,10 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_lecture_ppo.common.atari import missing_ale_message, register_ale_envs
 from sb3_lecture_ppo.common.buffers import ADVANTAGE_SCOPES, SegmentRolloutBuffer
 from sb3_lecture_ppo.common.distributions import distribution_params, kl_from_params
-from sb3_lecture_ppo.common.policies import LectureActorCriticPolicy, distribution_and_values
+from sb3_lecture_ppo.common.policies import LectureActorCriticCnnPolicy, LectureActorCriticPolicy, distribution_and_values
 from sb3_lecture_ppo.common.segments import (
     VALUE_TARGETS,
     advantages_and_targets,
@@ -46,7 +47,10 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
     Base of the lecture's algorithms (see :class:`~sb3_lecture_ppo.LecturePPO` for the parameters).
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": LectureActorCriticPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": LectureActorCriticPolicy,
+        "CnnPolicy": LectureActorCriticCnnPolicy,
+    }
     rollout_buffer: SegmentRolloutBuffer
     policy: LectureActorCriticPolicy
 
@@ -80,6 +84,10 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        if isinstance(env, str):
+            if (message := missing_ale_message(env)) is not None:
+                raise ImportError(message)
+            register_ale_envs(env)
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]

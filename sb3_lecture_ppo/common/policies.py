@@ -17,7 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
@@ -98,6 +98,42 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         data.update(hidden_size=self.hidden_size, share_features_extractor=self.share_features_extractor)
         return data
+
+
+class LectureActorCriticCnnPolicy(LectureActorCriticPolicy):
+    """
+    The actor-critic for image observations (the PPO paper's Atari network): SB3's ``NatureCNN``
+    trunk (3 convolutions, then ``Linear -> 512``, ReLU), shared by actor and critic by default
+    (``share_features_extractor=False`` gives each its own trunk, the lecture's separate networks),
+    and linear heads on the trunk's 512 features; ``net_arch=dict(pi=[h], vf=[h])`` adds the
+    lecture's hidden head layer. Images are stored as uint8 in the rollout buffer and scaled to
+    [0, 1] in the forward pass (SB3's ``normalize_images``).
+
+    :param net_arch: hidden layers of the heads (default none, as the paper's network)
+    :param activation_fn: activation of the heads' hidden layers
+    :param features_extractor_class: the trunk (``NatureCNN``)
+    :param kwargs: the other :class:`LectureActorCriticPolicy` arguments
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=dict(pi=[], vf=[]) if net_arch is None else net_arch,
+            activation_fn=activation_fn,
+            features_extractor_class=features_extractor_class,
+            **kwargs,
+        )
 
 
 def distribution_and_values(

@@ -171,14 +171,14 @@ def buffer_bytes_per_transition(model: Any) -> float | None:
     buffer = getattr(model, "rollout_buffer", None)
     if buffer is None:
         return None
-    storages: dict[int, int] = {}
+    storages: dict[int, int] = {}  # start address -> bytes: memory that arrays and tensors share counts once
     for value in [*vars(buffer).values(), *getattr(buffer, "_tensors", {}).values()]:
         if isinstance(value, np.ndarray):
-            base = value if value.base is None else value.base
-            storages[id(base)] = base.nbytes if isinstance(base, np.ndarray) else value.nbytes
+            base = value if not isinstance(value.base, np.ndarray) else value.base
+            storages[base.ctypes.data] = max(base.nbytes, storages.get(base.ctypes.data, 0))
         elif isinstance(value, th.Tensor):
             storage = value.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
+            storages[storage.data_ptr()] = max(storage.nbytes(), storages.get(storage.data_ptr(), 0))
     return sum(storages.values()) / (buffer.buffer_size * buffer.n_envs)
 
 

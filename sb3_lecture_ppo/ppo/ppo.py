@@ -14,7 +14,7 @@ from sb3_lecture_ppo.common.objectives import (
 )
 from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm, _check_choice, _check_number
 from sb3_lecture_ppo.common.policies import distribution_and_values
-from sb3_lecture_ppo.ppo.policies import MlpPolicy
+from sb3_lecture_ppo.ppo.policies import CnnPolicy, MlpPolicy
 
 SelfLecturePPO = TypeVar("SelfLecturePPO", bound="LecturePPO")
 
@@ -29,7 +29,8 @@ class LecturePPO(LectureOnPolicyAlgorithm):
     scope, TD / lambda / Monte-Carlo value targets and the clip / no-clip / KL-penalty objectives.
     A drop-in for SB3's ``PPO``.
 
-    :param policy: The policy model to use ("MlpPolicy" is the lecture's actor-critic network)
+    :param policy: The policy model to use ("MlpPolicy" is the lecture's actor-critic network,
+        "CnnPolicy" the same on a NatureCNN trunk, for images)
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: The learning rate (the lecture's ``lr``), a float or a schedule
     :param n_steps: Steps per env in a rollout; the lecture's ``batch_size`` trajectories of
@@ -76,7 +77,7 @@ class LecturePPO(LectureOnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
 
     def __init__(
         self,

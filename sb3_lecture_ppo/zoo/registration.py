@@ -5,6 +5,7 @@ default config for our algorithm names.
 """
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,22 @@ def register_algorithms() -> None:
     from rl_zoo3.utils import ALGOS
 
     ALGOS.update(zoo_algorithms())
+    refuse_atari_without_ale(sys.argv)
+
+
+def refuse_atari_without_ale(argv: list[str]) -> None:
+    """
+    Exit with one line naming the extra where a zoo command line asks one of our algorithms for an
+    Atari env and ``ale-py`` is missing (the zoo would say the env is not in gymnasium's registry).
+    """
+    from sb3_lecture_ppo.common.atari import missing_ale_message
+    from sb3_lecture_ppo.zoo.hook import requested_algorithm
+
+    if requested_algorithm(argv) is None:
+        return
+    for index, arg in enumerate(argv[:-1]):
+        if arg == "--env" and (message := missing_ale_message(argv[index + 1])) is not None:
+            sys.exit(f"sb3_lecture_ppo: --env {message}")
 
 
 def register_samplers() -> None:
