@@ -160,6 +160,13 @@ def test_unknown_experiment_is_one_line(capsys):
         experiment_module("nope")
 
 
+def test_non_positive_seeds_is_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["value-target", "--seeds", "0"])
+    assert "--seeds must be a positive integer, got 0" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert ExperimentConfig(out_dir=None, seeds=2, seed=5).seed_range(1, 3) == range(5, 7)  # type: ignore[arg-type]
+
+
 def test_missing_model_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"--model: .*missing\.zip does not exist"):
         main(["importance-ratio", "--quick", "--out", str(tmp_path), "--model", str(tmp_path / "missing.zip")])

@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of everything the experiment draws")
     parser.add_argument("--model", type=Path, default=None, help="a saved LecturePPO CartPole-v1 model to study")
     parser.add_argument("--envs", nargs="+", default=None, help="only these envs, for the experiments that train runs")
+    parser.add_argument(
+        "--seeds", type=_positive_int("--seeds"), default=None, help="seeds of the experiments that train runs"
+    )
     parser.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="processes for experiments that train runs")
     return parser.parse_args(argv)
 
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         model_path=args.model,
         jobs=args.jobs,
         envs=None if args.envs is None else tuple(args.envs),
+        seeds=args.seeds,
     )
     module = experiment_module(args.name)
     try:

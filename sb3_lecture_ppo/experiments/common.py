@@ -44,6 +44,7 @@ class ExperimentConfig:
     :param model_path: a saved LecturePPO CartPole-v1 model to study instead of training one
     :param jobs: processes for the experiments that train several runs
     :param envs: restricts the envs of the experiments that train runs (None: all of theirs)
+    :param seeds: number of seeds of the experiments that train runs (None: theirs)
     """
 
     out_dir: Path
@@ -52,11 +53,16 @@ class ExperimentConfig:
     model_path: Path | None = None
     jobs: int = 1
     envs: tuple[str, ...] | None = None
+    seeds: int | None = None
 
     @property
     def quiet(self) -> bool:
         """No progress bars (``SB3_LECTURE_PPO_NO_PROGRESS`` set, as in the tests)."""
         return bool(os.environ.get(NO_PROGRESS_VARIABLE))
+
+    def seed_range(self, quick: int, full: int) -> range:
+        """The seeds of the experiments that train runs: ``--seeds`` of them, else ``quick`` or ``full``."""
+        return range(self.seed, self.seed + (self.seeds or self.size(quick, full)))
 
     def size(self, quick: Any, full: Any) -> Any:
         """``quick`` in quick mode, else ``full``."""

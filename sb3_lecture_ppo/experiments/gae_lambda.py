@@ -158,7 +158,7 @@ def curve_cells(config: ExperimentConfig, lambdas: tuple[float, ...]) -> list[Ce
     """One engine cell per algorithm x env x lambda x seed."""
     envs = config.size({"CartPole-v1": 8_000}, {"CartPole-v1": 30_000, "HalfCheetah-v5": 300_000})
     eval_freq = {"CartPole-v1": 2_000, "HalfCheetah-v5": 10_000}
-    seeds = range(config.seed, config.seed + config.size(1, 2))
+    seeds = config.seed_range(1, 2)
     return [
         Cell.make(
             {"gae_lambda": gae_lambda},

@@ -126,7 +126,7 @@ def train_run(value_target: str, seed: int, timesteps: int, probe_freq: int, n_e
 def run(config: ExperimentConfig) -> dict[str, Any]:
     timesteps, probe_freq = config.size(12_000, 50_000), config.size(3_000, 2_500)
     n_episodes = config.size(3, 10)
-    seeds = list(range(config.seed, config.seed + config.size(1, 3)))
+    seeds = list(config.seed_range(1, 3))
     runs_dir = config.out_dir / f"{NAME}-runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
