@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=25, help="frames per second of the GIF")
     parser.add_argument("--width", type=int, default=320, help="width of the GIF in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the env")
+    parser.add_argument(
+        "--camera",
+        default=None,
+        help="MuJoCo camera name (default: 'track', the camera that follows the body, where the env has one)",
+    )
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
     return parser.parse_args(argv)
 
@@ -49,6 +54,10 @@ def load_agent(args: argparse.Namespace) -> tuple[Any, Any]:
     except (AssertionError, ValueError, FileNotFoundError) as error:
         raise ValueError(f"-f/--exp-id: no trained {args.algo} model for {args.env} under {args.folder} ({error})") from None
     hyperparams, stats_path = get_saved_hyperparams(os.path.join(log_path, args.env))
+    env_kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
+    camera = args.camera or tracking_camera(args.env)
+    if camera is not None:
+        env_kwargs["camera_name"] = camera
     env = create_test_env(
         args.env,
         n_envs=1,
@@ -57,11 +66,27 @@ def load_agent(args: argparse.Namespace) -> tuple[Any, Any]:
         log_dir=None,
         should_render=False,
         hyperparams=hyperparams,
-        env_kwargs={"render_mode": "rgb_array"},
+        env_kwargs=env_kwargs,
     )
     custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
     model = ALGOS[args.algo].load(model_path, env=env, custom_objects=custom_objects, device="cpu")
     return model, env
+
+
+def tracking_camera(env_id: str) -> str | None:
+    """``"track"`` for a gymnasium MuJoCo env whose model has that camera (it follows the body), else None."""
+    import gymnasium as gym
+
+    spec = gym.spec(env_id)
+    if "mujoco" not in str(spec.entry_point):
+        return None
+    env = gym.make(env_id)
+    try:
+        model = env.unwrapped.model  # type: ignore[attr-defined]
+        names = {model.camera(index).name for index in range(model.ncam)}
+    finally:
+        env.close()
+    return "track" if "track" in names else None
 
 
 def record_frames(
