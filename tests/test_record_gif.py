@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from sb3_lecture_ppo import LecturePPO
-from sb3_lecture_ppo.record_gif import main
+from sb3_lecture_ppo.record_gif import main, tracking_camera
 
 
 def zoo_folder(tmp_path, env_id="CartPole-v1"):
@@ -45,3 +45,8 @@ def test_gif_of_a_mujoco_model_renders_offscreen(tmp_path):
     main(["--env", "HalfCheetah-v5", "-f", str(folder), "-n", "10", "--every", "1", "-o", str(output)])
     with Image.open(output) as gif:
         assert gif.n_frames > 1
+
+
+def test_mujoco_envs_are_filmed_with_their_tracking_camera():
+    assert tracking_camera("HalfCheetah-v5") == "track"
+    assert tracking_camera("CartPole-v1") is None
