@@ -88,7 +88,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--grace", type=float, default=120.0, help="seconds without a sign of life after which a cell is rerun elsewhere"
     )
-    parser.add_argument("--quick", action="store_true", help="CartPole-v1 and Pendulum-v1, 2 seeds, 12k steps (use --jobs 2 on 2 cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="CartPole-v1 and Pendulum-v1, 2 seeds, 12k steps (--jobs 2 on 2 cores)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="delete the runs of OUT made with other settings")
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
