@@ -235,6 +235,7 @@ def _plot(estimates: dict[str, Any], runs: list[dict[str, Any]]) -> "Figure":
     bias_axis.plot(positions, estimates["variance"], "s-", color="C0", label="variance")
     bias_axis.set_xticks(positions, [f"{value:g}" for value in lambdas])
     bias_axis.set_yscale("symlog", linthresh=1e-3)  # the one-step estimate's variance can be exactly 0
+    bias_axis.set_ylim(bottom=0)
     bias_axis.set_xlabel("λ")
     bias_axis.set_title("GAE(λ) advantage vs Monte-Carlo truth")
     bias_axis.legend(fontsize=8)
