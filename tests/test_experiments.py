@@ -163,7 +163,7 @@ def test_unknown_experiment_is_one_line(capsys):
 def test_non_positive_seeds_is_one_line(capsys):
     with pytest.raises(SystemExit):
         main(["value-target", "--seeds", "0"])
-    assert "--seeds must be a positive integer, got 0" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--seeds must be a positive integer, got '0'" in capsys.readouterr().err.strip().splitlines()[-1]
     assert ExperimentConfig(out_dir=None, seeds=2, seed=5).seed_range(1, 3) == range(5, 7)  # type: ignore[arg-type]
 
 

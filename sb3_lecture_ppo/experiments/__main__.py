@@ -9,21 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from sb3_lecture_ppo.benchmark import _positive_int
 from sb3_lecture_ppo.experiments import EXPERIMENTS, experiment_module
 from sb3_lecture_ppo.experiments.common import ExperimentConfig, ExperimentError
-
-
-def _positive_int(option: str):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {value}")
-        return value
-
-    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
