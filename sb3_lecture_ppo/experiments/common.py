@@ -7,7 +7,6 @@ JSON of the numbers and a markdown summary in ``--out``).
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,9 +193,3 @@ def seeded(seed: int) -> None:
     from stable_baselines3.common.utils import set_random_seed
 
     set_random_seed(seed)
-
-
-def batches(count: int, draw: Callable[[], Any], desc: str) -> Iterator[Any]:
-    """``count`` draws of ``draw()``, with a progress bar."""
-    for _ in progress(range(count), desc=desc):
-        yield draw()
