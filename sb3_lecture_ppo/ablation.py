@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from sb3_lecture_ppo.benchmark import UsageError, _check_envs, _per_env, _positive_int, check_output_folder
+from sb3_lecture_ppo.benchmark import (
+    UsageError,
+    _check_envs,
+    _per_env,
+    _positive_int,
+    check_output_folder,
+    check_stale_runs,
+)
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.contestants import CONTESTANTS, get_contestant
 
@@ -90,7 +97,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="CartPole-v1 and Pendulum-v1, 2 seeds, 12k steps (--jobs 2 on 2 cores)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="delete the runs of OUT made with other settings")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the runs of OUT made with other settings or an entry that has changed since",
+    )
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -252,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cells, settings = sweep_cells(args)
         check_output_folder(args.out, settings, args.overwrite)
+        check_stale_runs(cells, args.out, args.overwrite)
     except UsageError as error:
         print(f"ablation: error: {error}", file=sys.stderr)
         return 2

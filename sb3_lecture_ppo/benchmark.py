@@ -92,7 +92,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="output folder")
     parser.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="runs at a time (one process each)")
     parser.add_argument("--quick", action="store_true", help="CartPole-v1, 2 seeds, 20k steps: a few minutes")
-    parser.add_argument("--overwrite", action="store_true", help="delete the runs of OUT made with other settings")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the runs of OUT made with other settings or an entry that has changed since",
+    )
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs, train nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -205,6 +209,20 @@ def check_output_folder(out: Path, settings: dict[str, dict[str, Any]], overwrit
     path.write_text(json.dumps({"format_version": RESULTS_FORMAT_VERSION, "settings": {**saved, **settings}}, indent=1))
 
 
+def check_stale_runs(cells: Sequence[Cell], out: Path, overwrite: bool) -> None:
+    """Refuse finished runs that trained with other hyperparameters than their entry gives now, unless ``overwrite``."""
+    from sb3_lecture_ppo.evaluation.runner import run_path, stale_cells
+
+    stale = stale_cells(cells, out)
+    if stale and not overwrite:
+        raise UsageError(
+            f"--out: {out} holds {len(stale)} finished runs whose zoo entry has changed since they trained "
+            f"(first: {stale[0].label}): use --overwrite to retrain them, or another --out"
+        )
+    for cell in stale:
+        run_path(out, cell).unlink()
+
+
 def write_report(cells: Sequence[Cell], out: Path, thresholds: dict[str, float]) -> list[dict[str, Any]]:
     """Write ``results.json``, ``results.md`` and the figures from the finished runs of ``cells``."""
     from sb3_lecture_ppo.evaluation.report import markdown_table, plot_curves, plot_throughput, summarize
@@ -235,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells, settings = sweep_cells(args)
         thresholds = _thresholds(args.threshold, args.envs)
         check_output_folder(args.out, settings, args.overwrite)
+        check_stale_runs(cells, args.out, args.overwrite)
     except UsageError as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
         return 2

@@ -138,6 +138,30 @@ def test_a_folder_with_other_settings_is_refused_unless_overwrite(capsys, tmp_pa
     assert not (out / "runs" / "old.json").exists()
 
 
+def test_runs_of_a_changed_entry_are_refused_unless_overwrite(capsys, tmp_path):
+    from sb3_lecture_ppo.evaluation.runner import RESULTS_FORMAT_VERSION, cell_hyperparams, run_path
+
+    out = tmp_path / "out"
+    args = ["--algos", "ppo", "--timesteps", "1000", "--seeds", "1", "--out", str(out), "--report-only"]
+    assert benchmark.main(args) == 0
+    cell = Cell.make(**{**CELL, "timesteps": 1000, "eval_freq": 2000, "eval_episodes": 10, "final_eval_episodes": 100})
+    assert [cell] == benchmark.sweep_cells(benchmark.parse_args(args))[0]
+    run_path(out, cell).parent.mkdir(parents=True, exist_ok=True)
+    run = {"format_version": RESULTS_FORMAT_VERSION, "hyperparams": cell_hyperparams(cell)}
+    run_path(out, cell).write_text(json.dumps(run))
+    benchmark.check_stale_runs([cell], out, overwrite=False)  # the same entry: the run counts as done
+    run["hyperparams"] = {**run["hyperparams"], "n_epochs": 1}  # the entry it trained with was retuned since
+    run_path(out, cell).write_text(json.dumps(run))
+    code, error = run_main(capsys, *args)
+    assert code == 2 and error.count("\n") == 1
+    assert (
+        "1 finished runs whose zoo entry has changed" in error and "ppo CartPole-v1 seed 0" in error and "--overwrite" in error
+    )
+    assert run_path(out, cell).exists()
+    assert benchmark.main([*args, "--overwrite"]) == 0
+    assert not run_path(out, cell).exists()
+
+
 def quick(out: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "sb3_lecture_ppo.benchmark", "--quick", "--jobs", "2", "--out", str(out)]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)

@@ -248,9 +248,7 @@ def train_cell(cell: Cell, out_dir: Path, progress: Any = None) -> dict[str, Any
             "cell": cell.to_dict(),
             "zoo_algo": get_contestant(cell.contestant).zoo_algo,
             "zoo_entry": entry_name,
-            "hyperparams": {
-                key: value if isinstance(value, (int, float, str, bool)) else repr(value) for key, value in hyperparams.items()
-            },
+            "hyperparams": recorded_hyperparams(hyperparams),
             "n_envs": n_envs,
             "evaluations": {
                 "timesteps": [int(step) for step in evaluation.evaluations_timesteps],
@@ -294,7 +292,32 @@ def _child(cell_data: dict[str, Any], out_dir: str, progress: Any) -> None:
             raise
 
 
+def recorded_hyperparams(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """``hyperparams`` as a run's JSON records them: numbers, strings and booleans as they are, the rest as repr."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else repr(value) for key, value in hyperparams.items()}
+
+
+def cell_hyperparams(cell: Cell) -> dict[str, Any]:
+    """The hyperparameters ``cell`` trains with today: its contestant's zoo entry and the cell's overrides."""
+    _, hyperparams = get_contestant(cell.contestant).hyperparams(cell.env_id)
+    hyperparams.update(cell.overrides_dict())
+    return recorded_hyperparams(hyperparams)
+
+
 # ------------------------------------------------------------------------------------------- a sweep
+def stale_cells(cells: Iterable[Cell], out_dir: Path) -> list[Cell]:
+    """
+    The cells whose finished run in ``out_dir`` trained with other hyperparameters than the
+    contestant's entry gives today (a shipped entry was retuned, rl_zoo3 was upgraded): their
+    cell id names only the sweep's settings, so without this check a rerun would reuse them.
+    """
+    return [
+        cell
+        for cell in cells
+        if (run := load_run(run_path(out_dir, cell))) is not None and run.get("hyperparams") != cell_hyperparams(cell)
+    ]
+
+
 def pending_cells(cells: Iterable[Cell], out_dir: Path) -> list[Cell]:
     """The cells without a finished run in ``out_dir``, in order."""
     return [cell for cell in cells if load_run(run_path(out_dir, cell)) is None]
