@@ -201,6 +201,30 @@ def test_front_door_and_missing_env_entry(tmp_path):
     assert (tmp_path / "logs" / "lecture_ppo" / "Acrobot-v1_1" / "Acrobot-v1.zip").exists()
 
 
+def test_front_door_train_with_gif(tmp_path):
+    command = [sys.executable, "-m", "sb3_lecture_ppo.zoo", "train", "--algo", "lecture_ppo", "--env", "CartPole-v1"]
+    result = run([*command, "-n", "256", "--gif", "agent.gif"], cwd=tmp_path)
+    assert (tmp_path / "logs" / "lecture_ppo" / "CartPole-v1_1" / "CartPole-v1.zip").exists()
+    assert "wrote agent.gif" in result.stdout and (tmp_path / "agent.gif").stat().st_size > 0
+
+
+def test_gif_arguments_follow_the_zoo_command():
+    from sb3_lecture_ppo.zoo.__main__ import gif_arguments
+
+    assert gif_arguments("train", ["--algo", "lecture_ac", "--env", "Pendulum-v1"]) == (
+        None,
+        ["--algo", "lecture_ac", "--env", "Pendulum-v1"],
+    )
+    gif, zoo_argv = gif_arguments("train", ["--algo", "lecture_ac", "--gif", "--env", "Pendulum-v1", "-f", "runs"])
+    assert gif == ["--algo", "lecture_ac", "--env", "Pendulum-v1", "-f", "runs"]
+    assert zoo_argv == ["--algo", "lecture_ac", "--env", "Pendulum-v1", "-f", "runs"]
+    gif, zoo_argv = gif_arguments("enjoy", ["--algo", "ppo", "--exp-id", "2", "--load-best", "--gif", "out.gif"])
+    assert gif == ["--algo", "ppo", "--env", "CartPole-v1", "-f", "logs", "--exp-id", "2", "--load-best", "-o", "out.gif"]
+    assert zoo_argv == ["--algo", "ppo", "--exp-id", "2", "--load-best"]
+    with pytest.raises(SystemExit, match="--gif works with train and enjoy, not plot_train"):
+        gif_arguments("plot_train", ["--gif"])
+
+
 def test_malformed_entry_names_the_key(tmp_path):
     conf = tmp_path / "bad.yml"
     conf.write_text(yaml.safe_dump({"CartPole-v1": {"n_timesteps": 100, "policy": "MlpPolicy", "seq_lenght": 16}}))
