@@ -1,0 +1,127 @@
+"""
+Why the precursors' tuned HalfCheetah-v5 entries fell behind SB3's A2C: one change at a time from
+A2C's settings, through the benchmark's runner (the zoo's ExperimentManager, VecNormalize), seed 0.
+
+    python benchmarks/diagnose_precursors.py                    # the 300k-step diagnosis
+    python benchmarks/diagnose_precursors.py --timesteps 1000000 --variants ac_a2c gae_lambda_0.5 gae_lambda_0.8
+
+Finished runs are kept under ``--out`` (one JSON per run, as the benchmark's) and skipped on a rerun;
+the table of every finished variant is printed at the end.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sb3_lecture_ppo.evaluation.cells import Cell
+from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path
+
+RMSPROP = "optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=1e-5, weight_decay=0)"
+A2C_SETTINGS: dict[str, Any] = {
+    # SB3 A2C's defaults (its zoo HalfCheetah entry adds only normalize: true) on 8 envs x 8 steps
+    "policy": "stable_baselines3.common.policies.ActorCriticPolicy",  # 64x64 tanh, log std 0, orthogonal init
+    "policy_kwargs": f"dict({RMSPROP})",
+    "n_envs": 8,
+    "n_steps": 8,
+    "seq_length": 8,
+    "advantage_scope": "rollout",
+    "gamma": 0.99,
+    "learning_rate": 0.0007,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "normalize_advantage": False,
+}
+AC = {**A2C_SETTINGS, "gae_lambda": 0.0, "value_target": "td"}
+TUNED_LOG_STD = -1.285770665772809
+TUNED_NETWORK = (
+    f"log_std_init={TUNED_LOG_STD}, hidden_size=128, share_features_extractor=False, net_arch=dict(pi=[128], vf=[128])"
+)
+TUNED_AC: dict[str, Any] = {
+    # the zoo-tuned lecture_ac entry this diagnosis replaced (trial 11 of a 12-trial TPE study at 300k steps)
+    "policy": "MlpPolicy",
+    "policy_kwargs": f"dict( {TUNED_NETWORK} )",  # as the yml's folded string read
+    "n_envs": 8,
+    "n_steps": 16,
+    "seq_length": 16,
+    "gamma": 0.9976658707728996,
+    "learning_rate": 0.0011839215961427611,
+    "ent_coef": 3.0835788685533704e-06,
+    "vf_coef": 0.7620803776160473,
+    "max_grad_norm": 0.44256027445002355,
+    "normalize_advantage": True,
+}
+MC_PG_NETWORK = {
+    # lecture_mc_pg's HalfCheetah settings (it reaches ~3,000) on the 1-step TD actor-critic
+    "policy_kwargs": "dict(log_std_init=-1, hidden_size=256)",
+    "gamma": 0.99,
+    "learning_rate": 0.0007,
+    "normalize_advantage": False,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+}
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ac_entry_tuned": ("lecture_ac", TUNED_AC),
+    "ac_entry_tuned_linear_lr": ("lecture_ac", {**TUNED_AC, "learning_rate": "lin_0.0011839215961427611"}),
+    "ac_entry_tuned_rmsprop": (
+        "lecture_ac",
+        {**TUNED_AC, "learning_rate": 0.0007, "policy_kwargs": f"dict({TUNED_NETWORK}, {RMSPROP})"},
+    ),
+    "ac_mc_pg_network": ("lecture_ac", {**TUNED_AC, **MC_PG_NETWORK}),
+    "ac_mc_pg_network_n_steps_64": ("lecture_ac", {**TUNED_AC, **MC_PG_NETWORK, "n_steps": 64, "seq_length": 64}),
+    "ac_a2c": ("lecture_ac", AC),
+    "ac_a2c_adam": ("lecture_ac", {**AC, "policy_kwargs": "dict()"}),
+    "ac_a2c_lecture_net": ("lecture_ac", {**AC, "policy": None, "policy_kwargs": f"dict(log_std_init=0.0, {RMSPROP})"}),
+    "ac_a2c_log_std_tuned": ("lecture_ac", {**AC, "policy_kwargs": f"dict(log_std_init={TUNED_LOG_STD}, {RMSPROP})"}),
+    "ac_a2c_normalized_advantage": ("lecture_ac", {**AC, "normalize_advantage": True}),
+    "a2c_replica_1_env_5_steps": (
+        "lecture_gae_ac",
+        {**A2C_SETTINGS, "n_envs": 1, "n_steps": 5, "seq_length": 5, "gae_lambda": 1.0, "value_target": "lambda"},
+    ),
+    "a2c_like_gae_lambda_1": ("lecture_gae_ac", {**A2C_SETTINGS, "gae_lambda": 1.0, "value_target": "lambda"}),
+    "a2c_like_gae_lambda_0.95": ("lecture_gae_ac", {**A2C_SETTINGS, "gae_lambda": 0.95, "value_target": "lambda"}),
+    "gae_lambda_0.95": ("lecture_gae_ac", {**AC, "gae_lambda": 0.95}),
+    "gae_lambda_0.95_lr_3.5e-4": ("lecture_gae_ac", {**AC, "gae_lambda": 0.95, "learning_rate": 0.00035}),
+    "gae_lambda_0.8": ("lecture_gae_ac", {**AC, "gae_lambda": 0.8}),
+    "gae_lambda_0.5": ("lecture_gae_ac", {**AC, "gae_lambda": 0.5}),
+}
+
+
+def variant_cell(name: str, timesteps: int, seed: int) -> Cell:
+    contestant, overrides = VARIANTS[name]
+    overrides = {key: value for key, value in overrides.items() if value is not None}  # None: the entry's own
+    return Cell.make(
+        contestant=contestant,
+        env_id="HalfCheetah-v5",
+        seed=seed,
+        timesteps=timesteps,
+        eval_freq=timesteps // 3,
+        eval_episodes=5,
+        final_eval_episodes=10,
+        overrides=overrides,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--timesteps", type=int, default=300_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precursors/diagnosis"))
+    parser.add_argument("--report-only", action="store_true", help="print the table of the finished runs")
+    args = parser.parse_args()
+    cells = {(name, seed): variant_cell(name, args.timesteps, seed) for name in args.variants for seed in args.seeds}
+    if not args.report_only:
+        run_cells(list(cells.values()), args.out, jobs=1)
+    print(f"| variant (HalfCheetah-v5, {args.timesteps:,} steps) | seed | evaluations (5 episodes) | final (10 episodes) |")
+    print("|---|---|---|---|")
+    for (name, seed), cell in cells.items():
+        if (run := load_run(run_path(args.out, cell))) is not None:
+            evaluations = " / ".join(f"{value:.0f}" for value in run["evaluations"]["mean"])
+            print(f"| `{name}` | {seed} | {evaluations} | {run['final_evaluation']['mean']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
