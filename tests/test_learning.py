@@ -109,3 +109,31 @@ def test_lecture_ppo_halfcheetah_entry_at_1m_steps():
     mean_reward, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
     print(f"HalfCheetah-v5 seed {seed}: evaluation {mean_reward:.1f}")  # shown with pytest -s
     assert mean_reward >= HALFCHEETAH_THRESHOLD
+
+
+PRECURSOR_HALFCHEETAH_THRESHOLDS = {"lecture_ac": 1000, "lecture_gae_ac": 2000, "lecture_mc_pg": 1000}
+"""
+Seed 0 at 1M steps in the benchmark (benchmarks/results/precursors): lecture_ac 1755, lecture_gae_ac 3597,
+lecture_mc_pg 2337; SB3's A2C with the zoo's entry 992. The thresholds: at least A2C's, and the GAE
+actor-critic above the 1-step one, with margins for other machines' floating point.
+"""
+
+
+@pytest.mark.parametrize("name", sorted(PRECURSOR_HALFCHEETAH_THRESHOLDS))
+def test_precursors_halfcheetah_entries_at_1m_steps(name, tmp_path):
+    """Each precursor's HalfCheetah-v5 entry through the zoo as the benchmark trains it: seed 0, 1M steps (5-10 min each)."""
+    from sb3_lecture_ppo.evaluation.cells import Cell
+    from sb3_lecture_ppo.evaluation.runner import train_cell
+
+    cell = Cell.make(
+        contestant=name,
+        env_id="HalfCheetah-v5",
+        seed=0,
+        timesteps=1_000_000,
+        eval_freq=1_000_000,
+        eval_episodes=1,
+        final_eval_episodes=100,
+    )
+    mean_reward = train_cell(cell, tmp_path)["final_evaluation"]["mean"]
+    print(f"{name} HalfCheetah-v5 seed 0: evaluation {mean_reward:.1f}")  # shown with pytest -s
+    assert mean_reward >= PRECURSOR_HALFCHEETAH_THRESHOLDS[name]
