@@ -73,7 +73,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ac_mc_pg_network_n_steps_64": ("lecture_ac", {**TUNED_AC, **MC_PG_NETWORK, "n_steps": 64, "seq_length": 64}),
     "ac_a2c": ("lecture_ac", AC),
     "ac_a2c_adam": ("lecture_ac", {**AC, "policy_kwargs": "dict()"}),
-    "ac_a2c_lecture_net": ("lecture_ac", {**AC, "policy": None, "policy_kwargs": f"dict(log_std_init=0.0, {RMSPROP})"}),
+    "ac_a2c_lecture_net": (
+        "lecture_ac",
+        {**AC, "policy": "MlpPolicy", "policy_kwargs": f"dict(log_std_init=0.0, {RMSPROP})"},
+    ),
     "ac_a2c_log_std_tuned": ("lecture_ac", {**AC, "policy_kwargs": f"dict(log_std_init={TUNED_LOG_STD}, {RMSPROP})"}),
     "ac_a2c_normalized_advantage": ("lecture_ac", {**AC, "normalize_advantage": True}),
     "a2c_replica_1_env_5_steps": (
@@ -91,7 +94,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def variant_cell(name: str, timesteps: int, seed: int) -> Cell:
     contestant, overrides = VARIANTS[name]
-    overrides = {key: value for key, value in overrides.items() if value is not None}  # None: the entry's own
     return Cell.make(
         contestant=contestant,
         env_id="HalfCheetah-v5",

@@ -221,6 +221,10 @@ def test_gif_arguments_follow_the_zoo_command():
     gif, zoo_argv = gif_arguments("enjoy", ["--algo", "ppo", "--exp-id", "2", "--load-best", "--gif", "out.gif"])
     assert gif == ["--algo", "ppo", "--env", "CartPole-v1", "-f", "logs", "--exp-id", "2", "--load-best", "-o", "out.gif"]
     assert zoo_argv == ["--algo", "ppo", "--exp-id", "2", "--load-best"]
+    assert gif_arguments("train", ["--gif=a.gif", "-n", "10"]) == (
+        ["--algo", "ppo", "--env", "CartPole-v1", "-f", "logs", "-o", "a.gif"],
+        ["-n", "10"],
+    )
     with pytest.raises(SystemExit, match="--gif works with train and enjoy, not plot_train"):
         gif_arguments("plot_train", ["--gif"])
 

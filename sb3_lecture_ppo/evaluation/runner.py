@@ -126,6 +126,13 @@ def _zoo_args(cell: Cell) -> argparse.Namespace:
     return argparse.Namespace(algo=cell.contestant, env=cell.env_id, seed=cell.seed, n_timesteps=cell.timesteps)
 
 
+def cell_entry(cell: Cell) -> tuple[str, dict[str, Any]]:
+    """The zoo entry ``cell`` trains with today (its name and hyperparameters): its contestant's, with the cell's overrides."""
+    entry_name, hyperparams = get_contestant(cell.contestant).hyperparams(cell.env_id)
+    hyperparams.update(cell.overrides_dict())
+    return entry_name, hyperparams
+
+
 def _experiment(cell: Cell, work_dir: Path) -> tuple[Any, dict[str, Any], str]:
     """The zoo's experiment manager for ``cell``, its hyperparameters and the zoo entry they come from."""
     import yaml
@@ -135,8 +142,7 @@ def _experiment(cell: Cell, work_dir: Path) -> tuple[Any, dict[str, Any], str]:
 
     register()
     contestant = get_contestant(cell.contestant)
-    entry_name, hyperparams = contestant.hyperparams(cell.env_id)
-    hyperparams.update(cell.overrides_dict())
+    entry_name, hyperparams = cell_entry(cell)
     config = work_dir / "hyperparams.yml"
     config.write_text(yaml.safe_dump({cell.env_id: hyperparams}))
     manager = ExperimentManager(
@@ -298,10 +304,8 @@ def recorded_hyperparams(hyperparams: dict[str, Any]) -> dict[str, Any]:
 
 
 def cell_hyperparams(cell: Cell) -> dict[str, Any]:
-    """The hyperparameters ``cell`` trains with today: its contestant's zoo entry and the cell's overrides."""
-    _, hyperparams = get_contestant(cell.contestant).hyperparams(cell.env_id)
-    hyperparams.update(cell.overrides_dict())
-    return recorded_hyperparams(hyperparams)
+    """The hyperparameters ``cell`` trains with today, as its run's JSON would record them."""
+    return recorded_hyperparams(cell_entry(cell)[1])
 
 
 # ------------------------------------------------------------------------------------------- a sweep

@@ -45,9 +45,9 @@ def gif_arguments(command: str, zoo_argv: list[str]) -> tuple[list[str] | None, 
         return None, zoo_argv
     if command not in GIF_COMMANDS:
         sys.exit(f"python -m sb3_lecture_ppo.zoo: error: --gif works with {' and '.join(GIF_COMMANDS)}, not {command}")
-    rest = list(zoo_argv)
-    index = rest.index("--gif")
-    del rest[index : index + (2 if known.gif else 1)]
+    index = next(i for i, argument in enumerate(zoo_argv) if argument == "--gif" or argument.startswith("--gif="))
+    takes_next = zoo_argv[index] == "--gif" and bool(known.gif)  # "--gif PATH" rather than "--gif=PATH" or a bare "--gif"
+    rest = zoo_argv[:index] + zoo_argv[index + 1 + takes_next :]
     gif_argv = ["--algo", known.algo, "--env", known.env, "-f", known.folder]
     if command == "enjoy":  # train's --exp-id names the run to continue; the GIF is of the newest run
         gif_argv += ["--exp-id", str(known.exp_id)] + (["--load-best"] if known.load_best else [])
