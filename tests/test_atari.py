@@ -59,9 +59,9 @@ def test_zoo_atari_entry_trains_saves_loads_and_plays(tmp_path):
 @pytest.mark.slow
 def test_breakout_learns_in_250k_steps(tmp_path):
     """
-    The paper's table learns Breakout: measured on seed 0 (benchmarks/results/atari, GPU machine), the mean of the last
-    100 training games was 1.7 untrained, 5.2 at 200k and 7.4 at 250k agent steps (SB3 PPO's zoo entry: 6.6 / 9.1).
-    About an hour on a 2-core CPU (~77 steps per second).
+    The paper's table learns Breakout. Measured on a GPU machine (benchmarks/results/atari), the mean of the last 100
+    training games was 1.7 untrained and 7.4 at 250k agent steps on seed 0 (9.3 at 240k on seed 1; SB3 PPO's zoo
+    entry: 9.1 and 11.3). About an hour on a 2-core CPU (~77 steps per second).
     """
     budget = 250_000
     zoo(
