@@ -15,6 +15,7 @@ from sb3_lecture_ppo import benchmark
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.contestants import SB3_POLICY, get_contestant, zoo_entry_name
 from sb3_lecture_ppo.evaluation.report import markdown_table, steps_to_threshold, summarize
+from sb3_lecture_ppo.evaluation.runner import thin_curve
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 CELL = dict(
@@ -66,6 +67,19 @@ def test_steps_to_threshold_first_reach_and_stay():
     assert steps_to_threshold(steps, [5, 5, 5, 5, 5], 5) == (10, 10)
     assert steps_to_threshold(steps, [1, 5, 2, 5, 1], 5) == (20, None)
     assert steps_to_threshold(steps, [1, 1, 1, 1, 1], 5) == (None, None)
+
+
+@pytest.mark.parametrize("n_points, max_points", [(0, 10), (7, 10), (10, 10), (11, 10), (200_000, 2_000), (199_999, 2_000)])
+def test_training_curves_are_thinned_to_every_kth_point_ending_at_the_last(n_points, max_points):
+    timesteps = [5 * (i + 1) for i in range(n_points)]
+    values = [float(i) for i in range(n_points)]
+    curve = thin_curve(timesteps, values, max_points)
+    every = curve["thinned_every"]
+    assert len(curve["timesteps"]) <= max_points and every == max(1, -(-n_points // max_points))
+    reference = [i for i in range(n_points) if (n_points - 1 - i) % every == 0]
+    assert curve["timesteps"] == [timesteps[i] for i in reference]
+    assert curve["episode_return_mean"] == [values[i] for i in reference]
+    assert n_points == 0 or curve["timesteps"][-1] == timesteps[-1]
 
 
 def synthetic_run(contestant: str, seed: int, means: list[float], speed: float) -> dict:
