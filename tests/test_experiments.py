@@ -23,7 +23,9 @@ from sb3_lecture_ppo.experiments.common import (
     load_cartpole_model,
     make_env,
 )
-from sb3_lecture_ppo.experiments.gae_lambda import gae_at_start
+from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION
+from sb3_lecture_ppo.evaluation.runner import run_path, write_json_atomically
+from sb3_lecture_ppo.experiments.gae_lambda import LAMBDAS, curve_cells, gae_at_start, report_runs
 from sb3_lecture_ppo.experiments.importance_ratio import ratio_statistics, trajectory_ids
 
 GAMMA = 0.9
@@ -136,6 +138,25 @@ def test_gae_of_a_continuation_matches_a_reference(gae_lambda):
         "alive": alive,
     }
     th.testing.assert_close(gae_at_start(data, GAMMA, gae_lambda), gae_reference(data, GAMMA, gae_lambda))
+
+
+def test_gae_lambda_report_keeps_earlier_runs_of_other_envs_and_seeds(tmp_path):
+    """CartPole on 2 seeds, then HalfCheetah on 1: the second report shows all three; quick runs stay out."""
+    full = ExperimentConfig(out_dir=tmp_path, seeds=2, envs=("CartPole-v1",))
+    later = ExperimentConfig(out_dir=tmp_path, seeds=1, envs=("HalfCheetah-v5",))
+    quick = ExperimentConfig(out_dir=tmp_path, quick=True)
+    cells = [*curve_cells(full, LAMBDAS), *curve_cells(later, LAMBDAS), *curve_cells(quick, (0.0, 1.0))]
+    for cell in cells:
+        write_json_atomically(run_path(tmp_path, cell), {"format_version": RESULTS_FORMAT_VERSION, "cell": cell.to_dict()})
+    reported = [run["cell"] for run in report_runs(later, LAMBDAS, tmp_path)]
+    expected = [cell.to_dict() for cell in cells if cell.timesteps in (30_000, 300_000)]
+    assert len(reported) == 2 * len(LAMBDAS) * 2 + len(LAMBDAS) * 2 and sorted(map(json.dumps, reported)) == sorted(
+        map(json.dumps, expected)
+    )
+    assert [cell["env_id"] for cell in reported] == sorted(
+        (cell["env_id"] for cell in reported), key=lambda env_id: env_id != "CartPole-v1"
+    )
+    assert len(report_runs(quick, (0.0, 1.0), tmp_path)) == 2 * 2
 
 
 def test_clip_gradient_is_zero_exactly_where_the_slides_say():

@@ -14,6 +14,9 @@ Two measurements:
   evaluation engine (shipped zoo entries with ``gae_lambda`` overridden, resumable runs).
 """
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -23,7 +26,7 @@ import torch as th
 from sb3_lecture_ppo.common.segments import generalized_advantages, td_errors
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.report import curve_band, group_runs
-from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path
+from sb3_lecture_ppo.evaluation.runner import RUNS_FOLDER, load_run, run_cells
 from sb3_lecture_ppo.experiments.common import (
     ENV_ID,
     ExperimentConfig,
@@ -45,6 +48,7 @@ CLAIM = "λ trades bias for variance: λ = 0 (one-step TD) has the most bias and
 LAMBDAS = (0.0, 0.5, 0.9, 0.95, 0.99, 1.0)
 QUICK_LAMBDAS = (0.0, 0.9, 1.0)
 ALGORITHMS = ("lecture_ppo", "lecture_gae_ac")
+FULL_BUDGETS = {"CartPole-v1": 30_000, "HalfCheetah-v5": 300_000}
 POLICY_TIMESTEPS = 4_096
 """Training of the fixed policy: its episodes still end at different times, so continuations differ."""
 HORIZON = 400
@@ -156,7 +160,7 @@ def bias_and_variance(config: ExperimentConfig, lambdas: tuple[float, ...]) -> d
 # ------------------------------------------------------------------------------------ learning curves
 def curve_cells(config: ExperimentConfig, lambdas: tuple[float, ...]) -> list[Cell]:
     """One engine cell per algorithm x env x lambda x seed."""
-    envs = config.size({"CartPole-v1": 8_000}, {"CartPole-v1": 30_000, "HalfCheetah-v5": 300_000})
+    envs = config.size({"CartPole-v1": 8_000}, FULL_BUDGETS)
     eval_freq = {"CartPole-v1": 2_000, "HalfCheetah-v5": 10_000}
     seeds = config.seed_range(1, 2)
     return [
@@ -178,8 +182,34 @@ def curve_cells(config: ExperimentConfig, lambdas: tuple[float, ...]) -> list[Ce
     ]
 
 
+def _settings_without_seed(cell: dict[str, Any]) -> str:
+    return json.dumps({key: value for key, value in cell.items() if key != "seed"}, sort_keys=True)
+
+
+def report_runs(config: ExperimentConfig, lambdas: tuple[float, ...], runs_dir: Path) -> list[dict[str, Any]]:
+    """
+    Every finished run in ``runs_dir`` made with this mode's settings, whatever its env or seed: a run with other
+    ``--envs`` or ``--seeds`` adds to the report instead of replacing it (runs of the other mode are left out).
+    """
+    every_env = dataclasses.replace(config, envs=None, seeds=1)
+    wanted = {_settings_without_seed(cell.to_dict()) for cell in curve_cells(every_env, lambdas)}
+    runs = [run for path in sorted((runs_dir / RUNS_FOLDER).glob("*.json")) if (run := load_run(path)) is not None]
+    runs = [run for run in runs if _settings_without_seed(run["cell"]) in wanted]
+    order = {env_id: index for index, env_id in enumerate(config.size({"CartPole-v1": 0}, FULL_BUDGETS))}
+    return sorted(
+        runs,
+        key=lambda run: (
+            order.get(run["cell"]["env_id"], len(order)),
+            ALGORITHMS.index(run["cell"]["contestant"]),
+            run["cell"]["overrides"]["gae_lambda"],
+            run["cell"]["seed"],
+        ),
+    )
+
+
 def _lambda_label(run: dict[str, Any]) -> str:
-    return f"{run['cell']['contestant']} λ={run['cell']['overrides']['gae_lambda']:g}"
+    cell = run["cell"]
+    return f"{cell['contestant']} λ={cell['overrides']['gae_lambda']:g} on {cell['env_id']}"
 
 
 def run(config: ExperimentConfig) -> dict[str, Any]:
@@ -189,7 +219,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     cells = curve_cells(config, lambdas)
     runs_dir = config.out_dir / f"{NAME}-runs"
     failed = run_cells(cells, runs_dir, jobs=config.jobs, show_progress=not config.quiet)
-    runs = [run for cell in cells if (run := load_run(run_path(runs_dir, cell))) is not None]
+    runs = report_runs(config, lambdas, runs_dir)
     finals = {
         label: [run["final_evaluation"]["mean"] for run in group]
         for (label, _), group in group_runs(runs, _lambda_label).items()
