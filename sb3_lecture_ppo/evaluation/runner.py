@@ -34,8 +34,9 @@ from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION, Cell
 from sb3_lecture_ppo.evaluation.contestants import get_contestant
 
 EVAL_SEED_OFFSET = 10_000
-MAX_CURVE_POINTS = 2_000  # per run's training curve (see thin_curve)
 """The evaluation env of a cell of seed ``s`` is seeded with ``s + EVAL_SEED_OFFSET``."""
+MAX_CURVE_POINTS = 2_000
+"""Most points of a run's recorded training curve (see :func:`thin_curve`)."""
 
 RUNS_FOLDER = "runs"
 WORK_FOLDER = ".work"
