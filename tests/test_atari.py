@@ -59,18 +59,22 @@ def test_zoo_atari_entry_trains_saves_loads_and_plays(tmp_path):
 @pytest.mark.slow
 def test_breakout_learns_in_250k_steps(tmp_path):
     """
-    The paper's table learns Breakout. Measured on a GPU machine (benchmarks/results/atari), the mean of the last 100
-    training games was 1.7 untrained and 7.4 at 250k agent steps on seed 0 (9.3 at 240k on seed 1; SB3 PPO's zoo
-    entry: 9.1 and 11.3). About an hour on a 2-core CPU (~77 steps per second).
+    The paper's table learns Breakout. This test (seed 0; ``-n 250000``, so the schedule anneals to 0 by the end) measured 1.5
+    for the first 100 training games and 4.9 for the last 100 at 250k agent steps, on a GPU machine in 214 s
+    (benchmarks/results/atari/slow_test). The side-by-side runs, annealed over a longer budget, had 7.4 and 9.3 near
+    250k (SB3 PPO's zoo entry: 9.1 and 11.3). About an hour on a 2-core CPU (~77 steps per second).
     """
     budget = 250_000
+    # the same envs and seeds either way; where there are cores to spare, they step in subprocesses
+    vec_env = "subproc" if (os.cpu_count() or 1) > 8 else "dummy"
     zoo(
         "rl_zoo3.train", "--algo", "lecture_ppo", "--env", BREAKOUT, "-n", str(budget), "--eval-freq", "-1",
-        "--seed", "0", "--device", "cpu", cwd=tmp_path, env={**ENV, "OMP_NUM_THREADS": "2"}, timeout=3 * 3600,
+        "--seed", "0", "--device", "auto", "--vec-env", vec_env, cwd=tmp_path, env={**ENV, "OMP_NUM_THREADS": "2"},
+        timeout=3 * 3600,
     )  # fmt: skip
     steps, scores = training_scores(tmp_path / "logs" / "lecture_ppo" / f"{BREAKOUT}_1", frames_per_step=FRAME_SKIP)
     untrained, trained = scores[:100].mean(), score_at(steps, scores, budget)
-    assert trained >= 4.0 and trained >= 2 * untrained, (untrained, trained)
+    assert trained >= 3.5 and trained >= 2 * untrained, (untrained, trained)
 
 
 @pytest.mark.parametrize("share", [True, False])
