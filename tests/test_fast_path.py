@@ -14,8 +14,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.distributions import Categorical, kl_divergence
 
 from sb3_lecture_ppo import LecturePPO
-from sb3_lecture_ppo.common.distributions import categorical_kl
+from sb3_lecture_ppo.common.on_policy_algorithm import clip_grad_norm
+from sb3_lecture_ppo.common.distributions import action_terms, categorical_kl, distribution_params, kl_from_params
 from sb3_lecture_ppo.common.segments import advantages_and_targets, segment_continues
+from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
 from tests.helpers import all_segments, collected_model, tiny_kwargs
 
@@ -120,6 +122,84 @@ def test_categorical_kl_matches_torch(seed):
     )
     new_logits[1, 2] = -float("inf")  # one the new policy never takes but the old one does: infinite
     assert categorical_kl(old_logits, new_logits)[1] == float("inf")
+
+
+ACTION_SPACES = {
+    "Discrete": gym.spaces.Discrete(4),
+    "Box": gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32),
+    "MultiDiscrete": gym.spaces.MultiDiscrete([3, 2]),
+    "MultiBinary": gym.spaces.MultiBinary(3),
+}
+
+
+@pytest.mark.parametrize("space", ACTION_SPACES)
+@pytest.mark.parametrize("with_grad", [True, False])
+def test_action_terms_equal_sb3_distributions_and_their_gradients(space, with_grad):
+    """The closed forms of the training loss against SB3's distribution objects and the KL of torch's."""
+    th.manual_seed(0)
+    observation_space = gym.spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)
+    policy = ActorCriticPolicy(observation_space, ACTION_SPACES[space], lambda _: 1e-3, net_arch=[16], log_std_init=-0.3)
+    observations = th.randn(40, 5)
+    with th.no_grad():
+        behaviour = policy.get_distribution(observations)
+        actions = behaviour.get_actions().float().reshape(40, -1)
+        old_params = distribution_params(behaviour)
+        for parameter in policy.parameters():  # the current policy: some gradient steps away
+            parameter.add_(0.3 * th.randn_like(parameter))
+
+    def gradients(total):
+        policy.zero_grad()
+        total.backward()
+        return {name: parameter.grad.clone() for name, parameter in policy.named_parameters() if parameter.grad is not None}
+
+    latent_pi, _ = actor_latent_and_values(policy, observations)
+    terms = action_terms(policy, latent_pi, actions, old_params, entropy_grad=with_grad, kl_grad=with_grad)
+    assert [term.shape for term in terms] == [(40,)] * 3
+    fast_gradients = gradients(terms.log_prob.sum() + terms.entropy.sum() + terms.kl.sum())
+    distribution = policy.get_distribution(observations)
+    sb3_actions = actions.long().flatten() if space == "Discrete" else actions
+    log_prob, entropy = distribution.log_prob(sb3_actions), distribution.entropy()
+    kl = kl_from_params(old_params, distribution)
+    for fast, plain in zip(terms, (log_prob, entropy, kl), strict=True):
+        th.testing.assert_close(fast, plain.detach(), atol=1e-5, rtol=1e-5)
+    assert terms.kl.min() > 0 and terms.entropy.requires_grad == terms.kl.requires_grad == with_grad
+    extra = (entropy.sum() + kl.sum()) if with_grad else 0.0
+    plain_gradients = gradients(log_prob.sum() + extra)
+    assert fast_gradients.keys() == plain_gradients.keys()
+    for name, value in plain_gradients.items():
+        th.testing.assert_close(fast_gradients[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("batch_size", [10, 32, None])
+def test_one_step_segments_yield_the_minibatches_of_get(batch_size):
+    model = collected_model("CartPole-v1", n_envs=2, n_steps=32, seq_length=1, batch_size=16)
+    buffer = model.rollout_buffer
+    np.random.seed(5)
+    plain = [MinibatchSteps.from_segments(samples, with_segments=False) for samples in buffer.get(batch_size)]
+    np.random.seed(5)
+    fast = list(buffer.get_steps(batch_size, with_segments=False))
+    assert [len(batch.observations) for batch in fast] == [len(batch.observations) for batch in plain]
+    for fast_batch, plain_batch in zip(fast, plain, strict=True):
+        assert fast_batch.segments is None
+        for name in MinibatchSteps._fields[:-1]:
+            assert th.equal(getattr(fast_batch, name), getattr(plain_batch, name)), name
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 0.5, 1e3])
+def test_gradient_clipping_equals_torch(max_norm):
+    def clipped(clip):
+        th.manual_seed(0)
+        network = th.nn.Sequential(th.nn.Linear(4, 8), th.nn.Tanh(), th.nn.Linear(8, 2))
+        network(th.randn(16, 4)).pow(2).sum().backward()
+        network[2].bias.grad = None  # a parameter without gradient is skipped
+        clip(list(network.parameters()), max_norm)
+        return [parameter.grad for parameter in network.parameters()]
+
+    plain = clipped(lambda parameters, norm: th.nn.utils.clip_grad_norm_(parameters, norm, foreach=True))
+    for fast, expected in zip(clipped(clip_grad_norm), plain, strict=True):
+        assert (fast is None) == (expected is None)
+        if fast is not None:
+            th.testing.assert_close(fast, expected, atol=0.0, rtol=1e-6)
 
 
 def test_adam_is_fused_unless_the_user_chose():

@@ -27,6 +27,16 @@ from sb3_lecture_ppo.common.segments import (
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentLayout, SegmentRolloutBufferSamples
 
 ADVANTAGE_SCOPES = ("segment", "rollout")
+STEP_FIELDS = {
+    "observations": "observations",
+    "actions": "actions",
+    "old_values": "values",
+    "old_log_prob": "log_probs",
+    "old_distribution_params": "distribution_params",
+    "advantages": "advantages",
+    "returns": "returns",
+}
+"""Field of :class:`MinibatchSteps` -> the rollout tensor it is gathered from."""
 
 
 def segment_starts(episode_starts: np.ndarray, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,6 +290,10 @@ class SegmentRolloutBuffer(RolloutBuffer):
             return
         block_size = len(blocks[0])
         permutation = th.as_tensor(np.concatenate(blocks), device=self.device)
+        if self.seq_length == 1 and not with_segments:
+            # one-step segments are never padded: a minibatch is its segments' steps, in draw order
+            yield from self._step_minibatches(self._tensors["segment_indices"][0, permutation], [len(b) for b in blocks])
+            return
         pad = (-len(permutation)) % block_size  # the last minibatch may hold fewer segments
         steps = nn_functional.pad(self._tensors["segment_indices"][:, permutation], (0, pad))  # (seq, n_blocks * block)
         mask = nn_functional.pad(self._tensors["segment_mask"][:, permutation], (0, pad), value=False)
@@ -290,16 +304,7 @@ class SegmentRolloutBuffer(RolloutBuffer):
         real_steps = block_steps[block_mask]
         sizes = block_mask.sum(dim=(1, 2)).tolist()
         data = self._tensors
-        fields = {
-            "observations": "observations",
-            "actions": "actions",
-            "old_values": "values",
-            "old_log_prob": "log_probs",
-            "old_distribution_params": "distribution_params",
-            "advantages": "advantages",
-            "returns": "returns",
-        }
-        per_field = {field: th.split(data[name][real_steps], sizes) for field, name in fields.items()}
+        per_field = {field: th.split(data[name][real_steps], sizes) for field, name in STEP_FIELDS.items()}
         layouts: list[SegmentLayout | None] = [None] * n_blocks
         if with_segments:
             last_steps = steps[mask.sum(dim=0).clamp(min=1) - 1, th.arange(steps.shape[1], device=self.device)]
@@ -312,6 +317,16 @@ class SegmentRolloutBuffer(RolloutBuffer):
             ]
         for block in range(n_blocks):
             yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=layouts[block])
+
+    def _step_minibatches(self, steps: th.Tensor, sizes: list[int]) -> Generator[MinibatchSteps, None, None]:
+        """Minibatches of the given flat steps, ``sizes`` consecutive steps each, without segment layouts."""
+        gathered = {field: self._tensors[name].index_select(0, steps) for field, name in STEP_FIELDS.items()}
+        if len(sizes) == 1:
+            yield MinibatchSteps(**gathered, segments=None)
+            return
+        per_field = {field: th.split(tensor, sizes) for field, tensor in gathered.items()}
+        for block in range(len(sizes)):
+            yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=None)
 
     def sample_steps(self, batch_size: int, with_segments: bool) -> MinibatchSteps:
         """:meth:`sample`'s minibatch (the same draw) as flat real steps."""

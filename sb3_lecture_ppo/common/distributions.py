@@ -10,6 +10,10 @@ One flat vector per step keeps the rollout buffer a plain array whatever the act
 * ``Box(d)``: the d means followed by the d standard deviations of the diagonal Gaussian.
 """
 
+import contextlib
+import math
+from typing import NamedTuple
+
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -20,7 +24,10 @@ from stable_baselines3.common.distributions import (
     Distribution,
     MultiCategoricalDistribution,
 )
+from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.distributions import Bernoulli, Normal, kl_divergence
+
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
 def distribution_params_dim(action_space: spaces.Space) -> int:
@@ -73,8 +80,13 @@ def categorical_kl(old_logits: th.Tensor, new_logits: th.Tensor) -> th.Tensor:
     :param new_logits: (batch, n) logits of q
     :return: (batch,)
     """
-    old_log_probs = old_logits - old_logits.logsumexp(dim=-1, keepdim=True)
     new_log_probs = new_logits - new_logits.logsumexp(dim=-1, keepdim=True)
+    return categorical_kl_to_log_probs(old_logits, new_log_probs)
+
+
+def categorical_kl_to_log_probs(old_logits: th.Tensor, new_log_probs: th.Tensor) -> th.Tensor:
+    """:func:`categorical_kl` where q is already given by its log-probabilities (a log-softmax)."""
+    old_log_probs = old_logits - old_logits.logsumexp(dim=-1, keepdim=True)
     old_probs = old_log_probs.exp()
     terms = old_probs * (old_log_probs - new_log_probs)
     # 0 * log 0: an action outside p's support contributes nothing, whatever q says of it
@@ -102,3 +114,74 @@ def kl_from_params(old_params: th.Tensor, distribution: Distribution) -> th.Tens
         mean, std = th.chunk(old_params, 2, dim=1)
         return kl_divergence(Normal(mean, std), distribution.distribution).sum(dim=1)
     raise TypeError(f"The exact KL is not implemented for {type(distribution).__name__}.")
+
+
+class ActionTerms(NamedTuple):
+    """What the loss needs of the current action distribution on a minibatch, each ``(batch,)``."""
+
+    log_prob: th.Tensor
+    """log pi(a|s) of the taken actions (with gradient)."""
+    entropy: th.Tensor
+    """Entropy of pi(.|s)."""
+    kl: th.Tensor
+    """Exact KL[pi_old(.|s), pi(.|s)]."""
+
+
+def action_terms(
+    policy: ActorCriticPolicy,
+    latent_pi: th.Tensor,
+    actions: th.Tensor,
+    old_params: th.Tensor,
+    entropy_grad: bool = True,
+    kl_grad: bool = True,
+) -> ActionTerms:
+    """
+    log pi(a|s), the entropy and the exact KL to the old distribution, from the actor's latent.
+    For ``Discrete`` and ``Box`` actions (SB3's categorical and diagonal Gaussian) in closed
+    form on the action head's output, one log-softmax and no distribution object: on small
+    networks the objects and their re-normalizations cost as much as a layer. The other
+    spaces go through SB3's distribution. Equal to SB3's ``log_prob`` / ``entropy`` and to
+    :func:`kl_from_params` (tested).
+
+    :param policy: the actor-critic whose action head and distribution to use
+    :param latent_pi: (batch, latent_dim_pi) the actor's latent
+    :param actions: (batch, action_dim) the actions taken, as stored in the rollout buffer
+    :param old_params: (batch, distribution_params_dim) the behaviour policy's parameters
+    :param entropy_grad: build the entropy's graph (else it is a statistic, computed without gradient)
+    :param kl_grad: build the KL's graph
+    """
+    action_dist = policy.action_dist
+    if isinstance(action_dist, CategoricalDistribution):
+        log_probs = th.log_softmax(policy.action_net(latent_pi), dim=-1)
+        log_prob = log_probs.gather(1, actions.long().reshape(-1, 1)).squeeze(1)
+        with _grad_if(entropy_grad):
+            # clamped as torch's Categorical.entropy: an action of probability 0 adds 0, not 0 * -inf
+            entropy = -(log_probs.clamp(min=th.finfo(log_probs.dtype).min) * log_probs.exp()).sum(dim=-1)
+        with _grad_if(kl_grad):
+            kl = categorical_kl_to_log_probs(old_params, log_probs)
+        return ActionTerms(log_prob, entropy, kl)
+    if isinstance(action_dist, DiagGaussianDistribution):
+        mean = policy.action_net(latent_pi)
+        log_std = policy.log_std
+        std = log_std.exp()
+        log_prob = (-((actions - mean) ** 2) / (2 * std**2) - log_std - HALF_LOG_TWO_PI).sum(dim=1)
+        with _grad_if(entropy_grad):
+            entropy = (0.5 + HALF_LOG_TWO_PI + log_std).sum().expand(len(mean))
+        with _grad_if(kl_grad):
+            old_mean, old_std = th.chunk(old_params, 2, dim=1)
+            variance_ratio = (old_std / std) ** 2
+            kl = (0.5 * (variance_ratio + ((old_mean - mean) / std) ** 2 - 1 - variance_ratio.log())).sum(dim=1)
+        return ActionTerms(log_prob, entropy, kl)
+    distribution = policy._get_action_dist_from_latent(latent_pi)
+    log_prob = distribution.log_prob(actions)
+    with _grad_if(entropy_grad):
+        entropy = distribution.entropy()
+        if entropy is None:
+            entropy = -log_prob
+    with _grad_if(kl_grad):
+        kl = kl_from_params(old_params, distribution)
+    return ActionTerms(log_prob, entropy, kl)
+
+
+def _grad_if(enabled: bool) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if enabled else th.no_grad()

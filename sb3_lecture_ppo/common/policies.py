@@ -148,6 +148,18 @@ def distribution_and_values(
         (the others are only valued); None for all
     :return: the action distribution and the values, (batch,)
     """
+    latent_pi, values = actor_latent_and_values(policy, obs, actor_rows)
+    return policy._get_action_dist_from_latent(latent_pi), values
+
+
+def actor_latent_and_values(
+    policy: ActorCriticPolicy, obs: PyTorchObs, actor_rows: int | None = None
+) -> tuple[th.Tensor, th.Tensor]:
+    """
+    :func:`distribution_and_values` up to the actor's latent (the input of the action head).
+
+    :return: the actor's latent of the first ``actor_rows`` observations and the values, (batch,)
+    """
     features = policy.extract_features(obs)
     if policy.share_features_extractor:
         latent_pi, latent_vf = policy.mlp_extractor(features)
@@ -157,4 +169,4 @@ def distribution_and_values(
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
     if actor_rows is not None:
         latent_pi = latent_pi[:actor_rows]
-    return policy._get_action_dist_from_latent(latent_pi), policy.value_net(latent_vf).flatten()
+    return latent_pi, policy.value_net(latent_vf).flatten()
