@@ -175,9 +175,8 @@ def action_terms(
     distribution = policy._get_action_dist_from_latent(latent_pi)
     log_prob = distribution.log_prob(actions)
     with _grad_if(entropy_grad):
-        entropy = distribution.entropy()
-        if entropy is None:
-            entropy = -log_prob
+        sb3_entropy = distribution.entropy()
+        entropy = -log_prob if sb3_entropy is None else sb3_entropy
     with _grad_if(kl_grad):
         kl = kl_from_params(old_params, distribution)
     return ActionTerms(log_prob, entropy, kl)
