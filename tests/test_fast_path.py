@@ -15,7 +15,13 @@ from torch.distributions import Categorical, kl_divergence
 
 from sb3_lecture_ppo import LecturePPO
 from sb3_lecture_ppo.common.on_policy_algorithm import clip_grad_norm
-from sb3_lecture_ppo.common.distributions import action_terms, categorical_kl, distribution_params, kl_from_params
+from sb3_lecture_ppo.common.distributions import (
+    action_terms,
+    categorical_kl,
+    distribution_params,
+    kl_from_params,
+    sample_actions,
+)
 from sb3_lecture_ppo.common.segments import advantages_and_targets, segment_continues
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
@@ -168,6 +174,26 @@ def test_action_terms_equal_sb3_distributions_and_their_gradients(space, with_gr
     assert fast_gradients.keys() == plain_gradients.keys()
     for name, value in plain_gradients.items():
         th.testing.assert_close(fast_gradients[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("space", ACTION_SPACES)
+def test_sampled_actions_are_sb3_draws_from_the_same_seed(space):
+    """The rollout's sampling: the same random draws as SB3's distribution objects, the same log-probs and parameters."""
+    th.manual_seed(0)
+    observation_space = gym.spaces.Box(-1.0, 1.0, (5,), dtype=np.float32)
+    policy = ActorCriticPolicy(observation_space, ACTION_SPACES[space], lambda _: 1e-3, net_arch=[16], log_std_init=-0.3)
+    observations = th.randn(64, 5)
+    with th.no_grad():
+        latent_pi, _ = actor_latent_and_values(policy, observations)
+        th.manual_seed(1)
+        fast = sample_actions(policy, latent_pi)
+        th.manual_seed(1)
+        distribution = policy.get_distribution(observations)
+        actions = distribution.get_actions()
+    assert th.equal(fast.actions, actions)
+    th.testing.assert_close(fast.log_prob, distribution.log_prob(actions), atol=1e-6, rtol=1e-6)
+    th.testing.assert_close(fast.params, distribution_params(distribution), atol=1e-6, rtol=1e-6)
+    assert len(th.unique(fast.actions)) > 1
 
 
 @pytest.mark.parametrize("batch_size", [10, 32, None])

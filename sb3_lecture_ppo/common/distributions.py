@@ -116,6 +116,44 @@ def kl_from_params(old_params: th.Tensor, distribution: Distribution) -> th.Tens
     raise TypeError(f"The exact KL is not implemented for {type(distribution).__name__}.")
 
 
+class SampledActions(NamedTuple):
+    """Actions drawn from the policy for a rollout step, each ``(batch, ...)``."""
+
+    actions: th.Tensor
+    """The actions, as SB3's ``get_actions()``: (batch,) for Discrete, (batch, action_dim) for Box."""
+    log_prob: th.Tensor
+    """log pi(a|s), (batch,)."""
+    params: th.Tensor
+    """The distribution's flat parameters (:func:`distribution_params`), (batch, n_params)."""
+
+
+def sample_actions(policy: ActorCriticPolicy, latent_pi: th.Tensor) -> SampledActions:
+    """
+    Draw actions from the policy's distribution at ``latent_pi`` with their log-probabilities and
+    the distribution's parameters. For ``Discrete`` and ``Box`` actions the same operations as
+    torch's ``Categorical`` / ``Normal`` behind SB3's distributions, so the same random draws give
+    the same actions (tested), without building the objects; other spaces go through SB3's.
+
+    :param policy: the actor-critic
+    :param latent_pi: (batch, latent_dim_pi) the actor's latent
+    """
+    action_dist = policy.action_dist
+    if isinstance(action_dist, CategoricalDistribution):
+        logits = policy.action_net(latent_pi)
+        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # Categorical's normalized logits
+        actions = th.multinomial(th.softmax(log_probs, dim=-1), 1, True).squeeze(1)
+        return SampledActions(actions, log_probs.gather(1, actions.unsqueeze(1)).squeeze(1), log_probs)
+    if isinstance(action_dist, DiagGaussianDistribution):
+        mean = policy.action_net(latent_pi)
+        std = th.ones_like(mean) * policy.log_std.exp()
+        actions = mean + th.empty_like(mean).normal_() * std  # Normal.rsample
+        log_prob = -((actions - mean) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
+        return SampledActions(actions, log_prob.sum(dim=1), th.cat([mean, std], dim=1))
+    distribution = policy._get_action_dist_from_latent(latent_pi)
+    actions = distribution.get_actions()
+    return SampledActions(actions, distribution.log_prob(actions), distribution_params(distribution))
+
+
 class ActionTerms(NamedTuple):
     """What the loss needs of the current action distribution on a minibatch, each ``(batch,)``."""
 

@@ -27,12 +27,11 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_lecture_ppo.common.atari import missing_ale_message, register_ale_envs
 from sb3_lecture_ppo.common.buffers import ADVANTAGE_SCOPES, SegmentRolloutBuffer
-from sb3_lecture_ppo.common.distributions import action_terms, distribution_params
+from sb3_lecture_ppo.common.distributions import action_terms, sample_actions
 from sb3_lecture_ppo.common.policies import (
     LectureActorCriticCnnPolicy,
     LectureActorCriticPolicy,
     actor_latent_and_values,
-    distribution_and_values,
 )
 from sb3_lecture_ppo.common.segments import (
     VALUE_TARGETS,
@@ -246,10 +245,8 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         for _ in range(n_rollout_steps):
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                distribution, values = distribution_and_values(self.policy, obs_tensor)
-                actions_tensor = distribution.get_actions()
-                log_probs = distribution.log_prob(actions_tensor)
-                behaviour_params = distribution_params(distribution)
+                latent_pi, values = actor_latent_and_values(self.policy, obs_tensor)
+                actions_tensor, log_probs, behaviour_params = sample_actions(self.policy, latent_pi)
             actions = actions_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[arg-type, misc]
             env_actions = actions
             if isinstance(self.action_space, spaces.Box):
