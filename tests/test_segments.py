@@ -12,6 +12,7 @@ from sb3_lecture_ppo.common.segments import (
     discounted_backward_sum,
     discounted_backward_sum_loop,
     discounted_backward_sum_matrix,
+    segment_backward_sum,
     segment_continues,
     td_errors,
 )
@@ -193,3 +194,18 @@ def test_matrix_and_loop_sums_agree_and_unreached_nan_stays_out(discount, seq, b
     matrix = discounted_backward_sum_matrix(values, discount, continues)
     th.testing.assert_close(matrix, loop, equal_nan=True, rtol=1e-5, atol=1e-5)
     assert th.isnan(matrix).eq(poisoned).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("discount", [0.0, 0.9, 1.0])
+def test_segment_backward_sum_equals_the_loop(seed, discount):
+    generator = th.Generator().manual_seed(seed)
+    seq_length, n_segments = 7, 40
+    lengths = th.randint(1, seq_length + 1, (n_segments,), generator=generator)
+    mask = th.arange(seq_length)[:, None] < lengths[None, :]
+    values = th.randn(seq_length, n_segments, generator=generator)
+    values[~mask] = float("nan")  # pad steps may hold anything
+    expected = discounted_backward_sum_loop(values, discount, segment_continues(mask))
+    fast = segment_backward_sum(values, discount, mask)
+    th.testing.assert_close(fast[mask], expected[mask], atol=1e-5, rtol=1e-5)
+    assert th.isfinite(fast[mask]).all() and fast[~mask].isnan().all()

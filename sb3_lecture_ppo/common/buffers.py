@@ -248,6 +248,7 @@ class SegmentRolloutBuffer(RolloutBuffer):
                 self.gamma,
                 self.gae_lambda,
                 self.value_target,
+                segment_mask=mask,
             )
             # Every real step belongs to exactly one segment: scatter the real steps back.
             advantages, returns = th.empty_like(rewards), th.empty_like(rewards)

@@ -478,6 +478,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.gamma,
             self.gae_lambda,
             self.value_target,
+            segment_mask=mask,
         )
         return advantages[mask], targets[mask]
 

@@ -14,6 +14,8 @@ Pad steps of a segment may hold anything, even NaN or inf: every function here s
 real step. Losses then take their means over the real steps by boolean selection.
 """
 
+import functools
+
 import torch as th
 
 VALUE_TARGETS = ("td", "lambda", "mc")
@@ -92,6 +94,39 @@ def discounted_backward_sum_matrix(values: th.Tensor, discount: float, continues
     return terms.sum(dim=1)
 
 
+def segment_backward_sum(values: th.Tensor, discount: float, mask: th.Tensor) -> th.Tensor:
+    """
+    :func:`discounted_backward_sum` of segments, ``continues = segment_continues(mask)``, where each
+    segment's real steps come first and its pad steps after (as the rollout buffer cuts them): the
+    sums of the real steps are one product with the upper-triangular ``(seq, seq)`` matrix of
+    discount powers, the pad steps (zeroed by selection first) adding nothing. Pad steps return
+    their own value, as :func:`discounted_backward_sum` gives them.
+
+    :param values: (seq, n_segments)
+    :param discount: factor per step
+    :param mask: (seq, n_segments) boolean, True on real steps, each column a run of True then False
+    :return: (seq, n_segments)
+    """
+    weights = _discount_powers(values.shape[0], discount, values.dtype, values.device)
+    real_values = th.where(mask, values, th.zeros((), dtype=values.dtype, device=values.device))
+    return th.where(mask, weights @ real_values, values)
+
+
+@functools.lru_cache(maxsize=16)
+def _discount_powers(seq: int, discount: float, dtype: th.dtype, device: th.device) -> th.Tensor:
+    """(seq, seq): ``discount ** (k - t)`` at row t, column k >= t, else 0."""
+    steps = th.arange(seq, device=device)
+    distance = steps[None, :] - steps[:, None]
+    powers = th.tensor(discount, dtype=dtype, device=device) ** distance.clamp(min=0).to(dtype)
+    return th.where(distance >= 0, powers, th.zeros((), dtype=dtype, device=device))
+
+
+def _backward_sum(values: th.Tensor, discount: float, continues: th.Tensor, segment_mask: th.Tensor | None) -> th.Tensor:
+    if segment_mask is not None:
+        return segment_backward_sum(values, discount, segment_mask)
+    return discounted_backward_sum(values, discount, continues)
+
+
 def bootstrapped_next_values(next_values: th.Tensor, terminations: th.Tensor) -> th.Tensor:
     """
     ``(1 - terminated) * V(s')`` by selection: a terminal state is worth 0, a truncated one
@@ -123,20 +158,29 @@ def td_targets(rewards: th.Tensor, next_values: th.Tensor, terminations: th.Tens
     return rewards + gamma * bootstrapped_next_values(next_values, terminations)
 
 
-def generalized_advantages(deltas: th.Tensor, continues: th.Tensor, gamma: float, gae_lambda: float) -> th.Tensor:
+def generalized_advantages(
+    deltas: th.Tensor, continues: th.Tensor, gamma: float, gae_lambda: float, segment_mask: th.Tensor | None = None
+) -> th.Tensor:
     """
     GAE(gamma, lambda): ``A_t = sum_k (gamma * lambda)^k delta_{t+k}``, the sum stopping
     where ``continues`` is False. ``gae_lambda = 0`` gives the one-step TD error.
 
     :param deltas: (seq, batch) TD errors
     :param continues: (seq, batch) boolean
+    :param segment_mask: for segments, their mask (``continues`` is then ``segment_continues(segment_mask)``):
+        the sums take :func:`segment_backward_sum`'s faster form
     :return: (seq, batch)
     """
-    return discounted_backward_sum(deltas, gamma * gae_lambda, continues)
+    return _backward_sum(deltas, gamma * gae_lambda, continues, segment_mask)
 
 
 def monte_carlo_returns(
-    rewards: th.Tensor, next_values: th.Tensor, terminations: th.Tensor, continues: th.Tensor, gamma: float
+    rewards: th.Tensor,
+    next_values: th.Tensor,
+    terminations: th.Tensor,
+    continues: th.Tensor,
+    gamma: float,
+    segment_mask: th.Tensor | None = None,
 ) -> th.Tensor:
     """
     Discounted reward-to-go ``G_t = r_t + gamma * G_{t+1}`` (the "Value Loss" slide), which
@@ -146,7 +190,7 @@ def monte_carlo_returns(
     :return: (seq, batch)
     """
     cut_bootstrap = th.where(continues, th.zeros_like(next_values), bootstrapped_next_values(next_values, terminations))
-    return discounted_backward_sum(rewards + gamma * cut_bootstrap, gamma, continues)
+    return _backward_sum(rewards + gamma * cut_bootstrap, gamma, continues, segment_mask)
 
 
 def advantages_and_targets(
@@ -158,22 +202,24 @@ def advantages_and_targets(
     gamma: float,
     gae_lambda: float,
     value_target: str,
+    segment_mask: th.Tensor | None = None,
 ) -> tuple[th.Tensor, th.Tensor]:
     """
     GAE advantages and the value targets of one scope.
 
     :param value_target: ``"td"`` (r + gamma V(s')), ``"lambda"`` (A + V(s), SB3's) or
         ``"mc"`` (bootstrapped reward-to-go)
+    :param segment_mask: in segment scope, the segments' mask (``continues`` is ``segment_continues(segment_mask)``)
     :return: advantages and value targets, both (seq, batch)
     """
     deltas = td_errors(rewards, values, next_values, terminations, gamma)
-    advantages = generalized_advantages(deltas, continues, gamma, gae_lambda)
+    advantages = generalized_advantages(deltas, continues, gamma, gae_lambda, segment_mask)
     if value_target == "td":
         targets = td_targets(rewards, next_values, terminations, gamma)
     elif value_target == "lambda":
         targets = advantages + values
     elif value_target == "mc":
-        targets = monte_carlo_returns(rewards, next_values, terminations, continues, gamma)
+        targets = monte_carlo_returns(rewards, next_values, terminations, continues, gamma, segment_mask)
     else:
         raise ValueError(f"Unknown value_target {value_target!r}, expected one of {VALUE_TARGETS}")
     return advantages, targets
