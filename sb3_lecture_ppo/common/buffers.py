@@ -304,18 +304,19 @@ class SegmentRolloutBuffer(RolloutBuffer):
         block_mask = mask.reshape(seq_length, n_blocks, block_size).transpose(0, 1)
         real_steps = block_steps[block_mask]
         sizes = block_mask.sum(dim=(1, 2)).tolist()
+        if not with_segments:
+            yield from self._step_minibatches(real_steps, sizes)
+            return
         data = self._tensors
         per_field = {field: th.split(data[name][real_steps], sizes) for field, name in STEP_FIELDS.items()}
-        layouts: list[SegmentLayout | None] = [None] * n_blocks
-        if with_segments:
-            last_steps = steps[mask.sum(dim=0).clamp(min=1) - 1, th.arange(steps.shape[1], device=self.device)]
-            rewards, terminations = data["rewards"][steps], data["terminations"][steps]
-            last_next_observations = data["next_observations"][last_steps]
-            layouts = [
-                SegmentLayout(mask[:, columns], rewards[:, columns], terminations[:, columns], last_next_observations[columns])
-                for block, _ in enumerate(blocks)
-                for columns in [slice(block * block_size, block * block_size + len(blocks[block]))]
-            ]
+        last_steps = steps[mask.sum(dim=0).clamp(min=1) - 1, th.arange(steps.shape[1], device=self.device)]
+        rewards, terminations = data["rewards"][steps], data["terminations"][steps]
+        last_next_observations = data["next_observations"][last_steps]
+        layouts = [
+            SegmentLayout(mask[:, columns], rewards[:, columns], terminations[:, columns], last_next_observations[columns])
+            for block, _ in enumerate(blocks)
+            for columns in [slice(block * block_size, block * block_size + len(blocks[block]))]
+        ]
         for block in range(n_blocks):
             yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=layouts[block])
 
