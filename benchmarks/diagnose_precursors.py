@@ -6,15 +6,26 @@ A2C's settings, through the benchmark's runner (the zoo's ExperimentManager, Vec
     python benchmarks/diagnose_precursors.py --timesteps 1000000 --variants ac_a2c gae_lambda_0.5 gae_lambda_0.8
 
 Finished runs are kept under ``--out`` (one JSON per run, as the benchmark's) and skipped on a rerun;
-the table of every finished variant is printed at the end.
+the table of every finished variant is printed at the end. A run stopped before its end (Ctrl-C, or
+``timeout -s INT``) keeps its evaluations so far in its work folder; ``--json`` writes the table, those
+unfinished runs' evaluations included, as JSON; ``--from-json`` reads such tables back (from other
+machines, say) instead of training, and ``--plot`` draws every seed's final evaluation per variant.
+
+    python benchmarks/diagnose_precursors.py --timesteps 1000000 --eval-freq 50000 --jobs 15 \\
+        --variants ac_a2c gae_lambda_0.25 gae_lambda_0.5 --seeds 5 6 7 8 9 --json screen.json
+    python benchmarks/diagnose_precursors.py --from-json screen.json --plot screen.png
 """
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sb3_lecture_ppo.evaluation.cells import Cell
-from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path
+from sb3_lecture_ppo.evaluation.report import plot_final_returns
+from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, load_run, run_cells, run_path
 
 RMSPROP = "optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=1e-5, weight_decay=0)"
 A2C_SETTINGS: dict[str, Any] = {
@@ -89,21 +100,51 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gae_lambda_0.95_lr_3.5e-4": ("lecture_gae_ac", {**AC, "gae_lambda": 0.95, "learning_rate": 0.00035}),
     "gae_lambda_0.8": ("lecture_gae_ac", {**AC, "gae_lambda": 0.8}),
     "gae_lambda_0.5": ("lecture_gae_ac", {**AC, "gae_lambda": 0.5}),
+    "gae_lambda_0.25": ("lecture_gae_ac", {**AC, "gae_lambda": 0.25}),
+    "gae_lambda_0.5_lambda_target": ("lecture_gae_ac", {**AC, "gae_lambda": 0.5, "value_target": "lambda"}),
 }
 
 
-def variant_cell(name: str, timesteps: int, seed: int) -> Cell:
+def variant_cell(name: str, timesteps: int, seed: int, eval_freq: int | None = None) -> Cell:
     contestant, overrides = VARIANTS[name]
     return Cell.make(
         contestant=contestant,
         env_id="HalfCheetah-v5",
         seed=seed,
         timesteps=timesteps,
-        eval_freq=timesteps // 3,
+        eval_freq=eval_freq or timesteps // 3,
         eval_episodes=5,
         final_eval_episodes=10,
         overrides=overrides,
     )
+
+
+def unfinished_evaluations(out_dir: Path, cell: Cell) -> dict[str, list[float]] | None:
+    """The evaluations so far of a run of ``cell`` that was stopped before its end (SB3's ``evaluations.npz``)."""
+    for log in sorted((out_dir / WORK_FOLDER).glob(f"{cell.id}-*/evaluations.npz")):
+        try:
+            with np.load(log) as data:
+                return {
+                    "timesteps": [int(step) for step in data["timesteps"]],
+                    "mean": [float(np.mean(returns)) for returns in data["results"]],
+                }
+        except (OSError, ValueError, KeyError):  # a file cut off by the stop
+            continue
+    return None
+
+
+def variant_rows(cells: dict[tuple[str, int], Cell], out_dir: Path) -> list[dict[str, Any]]:
+    """One row per variant and seed with a finished run or an unfinished run's evaluations."""
+    rows = []
+    for (name, seed), cell in cells.items():
+        if (run := load_run(run_path(out_dir, cell))) is not None:
+            evaluations, final = run["evaluations"], run["final_evaluation"]["mean"]
+        elif (evaluations := unfinished_evaluations(out_dir, cell)) is not None:
+            final = None
+        else:
+            continue
+        rows.append({"variant": name, "seed": seed, "evaluations": evaluations, "final": final})
+    return rows
 
 
 def main() -> None:
@@ -112,17 +153,42 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=300_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precursors/diagnosis"))
+    parser.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations (timesteps / 3)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (one process each)")
     parser.add_argument("--report-only", action="store_true", help="print the table of the finished runs")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="tables written by --json: train nothing")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of every seed's final evaluation per variant")
     args = parser.parse_args()
-    cells = {(name, seed): variant_cell(name, args.timesteps, seed) for name in args.variants for seed in args.seeds}
-    if not args.report_only:
-        run_cells(list(cells.values()), args.out, jobs=1)
-    print(f"| variant (HalfCheetah-v5, {args.timesteps:,} steps) | seed | evaluations (5 episodes) | final (10 episodes) |")
+    if args.from_json is not None:
+        rows = [row for path in args.from_json for row in json.loads(path.read_text())]
+    else:
+        cells = {
+            (name, seed): variant_cell(name, args.timesteps, seed, args.eval_freq)
+            for name in args.variants
+            for seed in args.seeds
+        }
+        if not args.report_only:
+            try:
+                run_cells(list(cells.values()), args.out, jobs=args.jobs)
+            except KeyboardInterrupt:
+                print("stopped: the unfinished runs' evaluations so far are in the table")
+        rows = variant_rows(cells, args.out)
+    rows.sort(key=lambda row: (row["variant"], row["seed"]))
+    print("| variant (HalfCheetah-v5) | seed | evaluations (5 episodes) | final (10 episodes) |")
     print("|---|---|---|---|")
-    for (name, seed), cell in cells.items():
-        if (run := load_run(run_path(args.out, cell))) is not None:
-            evaluations = " / ".join(f"{value:.0f}" for value in run["evaluations"]["mean"])
-            print(f"| `{name}` | {seed} | {evaluations} | {run['final_evaluation']['mean']:.0f} |")
+    for row in rows:
+        evaluations = " / ".join(f"{value:.0f}" for value in row["evaluations"]["mean"])
+        final = "unfinished" if row["final"] is None else f"{row['final']:.0f}"
+        print(f"| `{row['variant']}` | {row['seed']} | {evaluations} | {final} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot is not None:
+        finals: dict[str, list[float]] = {}
+        for row in rows:
+            if row["final"] is not None:
+                finals.setdefault(row["variant"], []).append(row["final"])
+        plot_final_returns({"HalfCheetah-v5": finals}, args.plot, "final evaluation (10 episodes, deterministic)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ rl_zoo3). Runs are interleaved (A B, then B A on the next seed) so that machine 
 contestants alike, each in its own process. Every finished run is saved on its own under
 ``OUT/runs/``: an interrupted sweep resumes where it stopped, and a rerun skips what is done.
 Writes into OUT: ``results.json`` (every run), ``results.md`` (the table), ``curves.png``,
-``training_curves.png`` and ``throughput.png``.
+``training_curves.png``, ``final.png`` (every seed's final evaluation) and ``throughput.png``.
 """
 
 import argparse
@@ -32,21 +32,23 @@ QUICK = dict(algos=["lecture_ppo", "ppo"], envs=["CartPole-v1"], seeds=2, timest
 QUICK_EPISODES = dict(eval_episodes=5, final_eval_episodes=20)
 
 SETTINGS_FILE = "sweep.json"
-OUTPUTS = ("results.json", "results.md", "curves.png", "training_curves.png", "throughput.png")
+OUTPUTS = ("results.json", "results.md", "curves.png", "training_curves.png", "final.png", "throughput.png")
 
 
 class UsageError(ValueError):
     """Bad command-line input: reported as one line naming the option."""
 
 
-def _positive_int(option: str) -> Any:
+def _positive_int(option: str, minimum: int = 1) -> Any:
+    kind = "positive" if minimum == 1 else "non-negative"
+
     def parse(text: str) -> int:
         try:
             value = int(float(text))
         except ValueError:
-            value = 0
-        if value < 1 or value != float(text):
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {text!r}")
+            value = minimum - 1
+        if value < minimum or value != float(text):
+            raise argparse.ArgumentTypeError(f"{option} must be a {kind} integer, got {text!r}")
         return value
 
     return parse
@@ -61,6 +63,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--algos", nargs="+", default=["lecture_ppo", "ppo"], help=f"contestants: {', '.join(CONTESTANTS)}")
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1"], help="gymnasium env ids")
     parser.add_argument("--seeds", type=_positive_int("--seeds"), default=5, help="number of seeds (0, 1, ...)")
+    parser.add_argument(
+        "--first-seed",
+        type=_positive_int("--first-seed", minimum=0),
+        default=0,
+        help="seed of the first run: extends a sweep (e.g. --seeds 5 --first-seed 5 adds seeds 5-9)",
+    )
     parser.add_argument(
         "--timesteps",
         nargs="+",
@@ -179,7 +187,7 @@ def sweep_cells(args: argparse.Namespace) -> tuple[list[Cell], dict[str, dict[st
             except ValueError as error:
                 raise UsageError(f"--algos: {error}") from None
     cells: list[Cell] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         order = args.algos if seed % 2 == 0 else list(reversed(args.algos))
         for env_id in args.envs:
             cells.extend(Cell.make(contestant=name, env_id=env_id, seed=seed, **settings[env_id]) for name in order)
@@ -225,7 +233,14 @@ def check_stale_runs(cells: Sequence[Cell], out: Path, overwrite: bool) -> None:
 
 def write_report(cells: Sequence[Cell], out: Path, thresholds: dict[str, float]) -> list[dict[str, Any]]:
     """Write ``results.json``, ``results.md`` and the figures from the finished runs of ``cells``."""
-    from sb3_lecture_ppo.evaluation.report import markdown_table, plot_curves, plot_throughput, summarize
+    from sb3_lecture_ppo.evaluation.report import (
+        final_return_panels,
+        markdown_table,
+        plot_curves,
+        plot_final_returns,
+        plot_throughput,
+        summarize,
+    )
     from sb3_lecture_ppo.evaluation.runner import load_run, run_path
 
     runs = [run for cell in cells if (run := load_run(run_path(out, cell))) is not None]
@@ -244,6 +259,7 @@ def write_report(cells: Sequence[Cell], out: Path, thresholds: dict[str, float])
             ylabel="mean return, last 100 training episodes",
         )
         plot_throughput(rows, out / "throughput.png")
+        plot_final_returns(final_return_panels(runs), out / "final.png", "final evaluation (deterministic)")
     return rows
 
 

@@ -14,7 +14,13 @@ import pytest
 from sb3_lecture_ppo import benchmark
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.contestants import SB3_POLICY, get_contestant, zoo_entry_name
-from sb3_lecture_ppo.evaluation.report import markdown_table, steps_to_threshold, summarize
+from sb3_lecture_ppo.evaluation.report import (
+    final_return_panels,
+    markdown_table,
+    plot_final_returns,
+    steps_to_threshold,
+    summarize,
+)
 from sb3_lecture_ppo.evaluation.runner import thin_curve
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -111,6 +117,15 @@ def test_summary_medians_spreads_and_ratios():
     assert "1 not reached" in table and "(1.27x)" in table  # 1400 / 1100 steps per CPU-second
 
 
+def test_final_returns_per_env_and_contestant_one_value_per_seed(tmp_path):
+    runs = [synthetic_run("ppo", seed, [0, 0, 100.0 * seed], 1000) for seed in range(3)]
+    runs.append({**synthetic_run("a2c", 0, [0, 0, 7.0], 1000), "cell": {**CELL, "contestant": "a2c", "env_id": "Other-v0"}})
+    panels = final_return_panels(runs)
+    assert panels == {"CartPole-v1": {"ppo": [0.0, 100.0, 200.0]}, "Other-v0": {"a2c": [7.0]}}
+    plot_final_returns(panels, tmp_path / "final.png", "final evaluation")
+    assert (tmp_path / "final.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def run_main(capsys, *args: str) -> tuple[int, str]:
     code = benchmark.main(list(args))
     return code, capsys.readouterr().err
@@ -138,6 +153,22 @@ def test_bad_counts_are_refused_by_the_parser(capsys):
         with pytest.raises(SystemExit):
             benchmark.main([option, "0"])
         assert f"{option} must be a positive integer" in capsys.readouterr().err
+
+
+def test_first_seed_extends_a_sweep_with_the_same_cells():
+    def cells(*args):
+        return benchmark.sweep_cells(benchmark.parse_args(["--algos", "ppo", "a2c", *args]))[0]
+
+    whole = cells("--seeds", "4")
+    assert cells("--seeds", "2") + cells("--seeds", "2", "--first-seed", "2") == whole
+    assert [cell.seed for cell in whole] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [cell.contestant for cell in whole[2:4]] == ["a2c", "ppo"]  # interleaved by seed, not by invocation
+
+
+def test_a_negative_first_seed_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--first-seed", "-1"])
+    assert "--first-seed must be a non-negative integer, got '-1'" in capsys.readouterr().err
 
 
 def test_a_folder_with_other_settings_is_refused_unless_overwrite(capsys, tmp_path):

@@ -1,12 +1,12 @@
 """
 Runs -> tables and figures: per contestant and env, the median and min-max over seeds of the
 final evaluation, of the env steps until the evaluation first reaches a threshold and until it
-stays there, and of the throughput; learning curves (median line, min-max band over seeds) and a
-throughput bar chart.
+stays there, and of the throughput; learning curves (median line, min-max band over seeds), every
+seed's final evaluation and a throughput bar chart.
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,47 @@ def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_final_returns(panels: Mapping[str, Mapping[str, Sequence[float]]], path: Path, xlabel: str) -> None:
+    """
+    Every seed's final evaluation as a dot, one row per label and one panel per key of ``panels``
+    (e.g. env id), with the median as a black tick: where a median hides a failed seed, this shows it.
+
+    :param panels: panel title -> label -> final evaluation of each seed
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows = max(len(groups) for groups in panels.values())
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.55 * n_rows + 1.4), squeeze=False)
+    jitter = np.random.default_rng(0)  # spreads equal values apart; fixed so the figure is reproducible
+    for axis, (title, groups) in zip(axes[0], panels.items(), strict=True):
+        for row, values in enumerate(groups.values()):
+            offsets = jitter.uniform(-0.15, 0.15, size=len(values))
+            axis.scatter(values, row + offsets, s=22, color=f"C{row % 10}", alpha=0.8, linewidths=0)
+            axis.vlines(np.median(values), row - 0.3, row + 0.3, color="black", linewidth=1.8)
+        axis.set_yticks(range(len(groups)), [f"{name} ({len(values)} seeds)" for name, values in groups.items()], fontsize=8)
+        axis.invert_yaxis()
+        axis.set_title(title)
+        axis.set_xlabel(xlabel)
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle("one dot per seed, black tick: median", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def final_return_panels(
+    runs: Sequence[Run], label: Callable[[Run], str] = contestant_label
+) -> dict[str, dict[str, list[float]]]:
+    """env id -> label -> each seed's final evaluation mean, for :func:`plot_final_returns`."""
+    panels: dict[str, dict[str, list[float]]] = {}
+    for (name, env_id), group in group_runs(runs, label).items():
+        panels.setdefault(env_id, {})[name] = [run["final_evaluation"]["mean"] for run in group]
+    return dict(sorted(panels.items()))
 
 
 # ------------------------------------------------------------------------------------- normalized scores
