@@ -80,6 +80,8 @@ def _callbacks_module() -> Any:
         cpu_seconds = 0.0
 
         def _on_step(self) -> bool:
+            if not (self.eval_freq > 0 and self.n_calls % self.eval_freq == 0):
+                return super()._on_step()  # no evaluation due: nothing to time (saves two clock reads per env step)
             start = time.process_time()
             result = super()._on_step()
             self.cpu_seconds += time.process_time() - start
