@@ -5,8 +5,10 @@ statistics, bad input, and ``--quick`` end to end (every output file, resume, re
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -253,3 +255,60 @@ def test_every_other_contestant_trains_through_the_benchmark(tmp_path):
     by_name = {run["cell"]["contestant"]: run for run in runs}
     assert by_name["lecture_ppo:sb3"]["zoo_algo"] == "lecture_ppo"
     assert by_name["lecture_ppo:sb3"]["hyperparams"]["policy"] == SB3_POLICY
+
+
+def _children(pid: int) -> list[int]:
+    """Linux: the processes whose parent is ``pid`` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_a_killed_sweep_stops_its_training_processes(tmp_path):
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from sb3_lecture_ppo.evaluation.cells import Cell\n"
+        "from sb3_lecture_ppo.evaluation.runner import run_cells\n"
+        "cell = Cell.make(contestant='lecture_ppo', env_id='CartPole-v1', seed=0, timesteps=10**8, eval_freq=10**8,"
+        " eval_episodes=1, final_eval_episodes=1)\n"
+        "run_cells([cell], Path(sys.argv[1]), show_progress=False)\n"
+    )
+    sweep = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (children := [pid for pid in _children(sweep.pid) if b"spawn_main" in _cmdline(pid)]):
+            assert time.monotonic() < deadline and sweep.poll() is None, "the sweep started no training process"
+            time.sleep(0.2)
+        sweep.send_signal(signal.SIGTERM)
+        assert sweep.wait(timeout=30) != 0
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in children), "training processes outlived their sweep"
+    finally:
+        sweep.kill()
+        for pid in filter(_alive, children):
+            os.kill(pid, signal.SIGKILL)

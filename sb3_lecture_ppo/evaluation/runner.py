@@ -20,8 +20,10 @@ import os
 import platform
 import queue
 import resource
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -373,28 +375,49 @@ def run_cells(cells: Sequence[Cell], out_dir: Path, jobs: int = 1, show_progress
     )
     finished = len(cells) - len(todo)
     try:
-        while todo or running:
-            while todo and len(running) < jobs:
-                cell = todo.pop(0)
-                process = context.Process(target=_child, args=(cell.to_dict(), str(out_dir), progress), daemon=True)
-                process.start()
-                running[process] = cell
-                bar.set_postfix_str(", ".join(running_cell.label for running_cell in running.values()))
-            _drain(progress, bar, timeout=0.5)
-            for process in [process for process in running if not process.is_alive()]:
-                cell = running.pop(process)
-                process.join()
-                finished += 1
-                if load_run(run_path(out_dir, cell)) is None:
-                    failed.append(cell)
-                    bar.write(f"{cell.label} failed (exit code {process.exitcode}): see {log_path(out_dir, cell)}")
-                bar.set_description(f"{finished}/{len(cells)} runs done")
-        _drain(progress, bar, timeout=0.0)
+        with _sigterm_as_exit():
+            while todo or running:
+                while todo and len(running) < jobs:
+                    cell = todo.pop(0)
+                    process = context.Process(target=_child, args=(cell.to_dict(), str(out_dir), progress), daemon=True)
+                    process.start()
+                    running[process] = cell
+                    bar.set_postfix_str(", ".join(running_cell.label for running_cell in running.values()))
+                _drain(progress, bar, timeout=0.5)
+                for process in [process for process in running if not process.is_alive()]:
+                    cell = running.pop(process)
+                    process.join()
+                    finished += 1
+                    if load_run(run_path(out_dir, cell)) is None:
+                        failed.append(cell)
+                        bar.write(f"{cell.label} failed (exit code {process.exitcode}): see {log_path(out_dir, cell)}")
+                    bar.set_description(f"{finished}/{len(cells)} runs done")
+            _drain(progress, bar, timeout=0.0)
     finally:
         for process in running:
             process.terminate()
         bar.close()
     return failed
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Any:
+    """
+    SIGTERM (``kill``, ``timeout``) raises SystemExit in the sweep's process, so that its children are
+    stopped with it (the default would leave them training on, orphaned). Main thread only.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_signal(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _drain(progress: Any, bar: Any, timeout: float) -> None:
