@@ -101,7 +101,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gae_lambda_0.8": ("lecture_gae_ac", {**AC, "gae_lambda": 0.8}),
     "gae_lambda_0.5": ("lecture_gae_ac", {**AC, "gae_lambda": 0.5}),
     "gae_lambda_0.25": ("lecture_gae_ac", {**AC, "gae_lambda": 0.25}),
-    "gae_lambda_0.5_lambda_target": ("lecture_gae_ac", {**AC, "gae_lambda": 0.5, "value_target": "lambda"}),
 }
 
 

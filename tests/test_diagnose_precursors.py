@@ -1,0 +1,62 @@
+"""benchmarks/diagnose_precursors.py: the table of finished and stopped runs, read back and plotted."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION
+from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, run_path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "diagnose_precursors.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("diagnose_precursors", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_of_finished_and_stopped_runs(tmp_path):
+    script = load_script()
+    cells = {(name, 3): script.variant_cell(name, 1_000_000, 3, eval_freq=50_000) for name in ("ac_a2c", "gae_lambda_0.25")}
+    assert cells[("ac_a2c", 3)].eval_freq == 50_000 and script.variant_cell("ac_a2c", 900, 0).eval_freq == 300
+    finished, stopped = cells[("ac_a2c", 3)], cells[("gae_lambda_0.25", 3)]
+    evaluations = {"timesteps": [50_000, 100_000], "mean": [-10.0, 250.0], "std": [1.0, 2.0]}
+    path = run_path(tmp_path, finished)
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps({"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations, "final_evaluation": {"mean": 260.0}})
+    )
+    work = tmp_path / WORK_FOLDER / f"{stopped.id}-abc"
+    work.mkdir(parents=True)
+    np.savez(work / "evaluations.npz", timesteps=np.array([50_000]), results=np.array([[1.0, 3.0]]))
+
+    rows = script.variant_rows(cells, tmp_path)
+    assert rows == [
+        {"variant": "ac_a2c", "seed": 3, "evaluations": evaluations, "final": 260.0},
+        {"variant": "gae_lambda_0.25", "seed": 3, "evaluations": {"timesteps": [50_000], "mean": [2.0]}, "final": None},
+    ]
+    (work / "evaluations.npz").write_bytes(b"cut off")  # a file the stop cut short is skipped, not an error
+    assert [row["variant"] for row in script.variant_rows(cells, tmp_path)] == ["ac_a2c"]
+
+
+def test_tables_read_back_print_and_plot(tmp_path):
+    rows = [
+        {"variant": "ac_a2c", "seed": seed, "evaluations": {"timesteps": [1], "mean": [float(seed)]}, "final": 100.0 * seed}
+        for seed in range(3)
+    ]
+    rows.append({"variant": "gae_lambda_0.25", "seed": 0, "evaluations": {"timesteps": [1], "mean": [5.0]}, "final": None})
+    (tmp_path / "screen.json").write_text(json.dumps(rows))
+    printed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--from-json", str(tmp_path / "screen.json"), "--plot", str(tmp_path / "final.png")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "| `ac_a2c` | 2 | 2 | 200 |" in printed and "| `gae_lambda_0.25` | 0 | 5 | unfinished |" in printed
+    assert (tmp_path / "final.png").read_bytes()[:4] == b"\x89PNG"
