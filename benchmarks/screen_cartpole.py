@@ -1,0 +1,89 @@
+"""
+Steps to first reach 475 on CartPole-v1 for SB3's PPO and LecturePPO variants, on many seeds at
+once (the benchmark's runner, one process per run): checks whether a first-reach lead measured
+on five seeds holds on others.
+
+    python benchmarks/screen_cartpole.py --seeds 5 6 7 8 --jobs 16 --json seeds_5-8.json
+    python benchmarks/screen_cartpole.py --from-json seeds_5-8.json seeds_9-13.json --plot first_reach.png
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from sb3_lecture_ppo.evaluation.cells import Cell
+from sb3_lecture_ppo.evaluation.report import plot_final_returns
+from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path
+
+THRESHOLD = 475.0
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ppo": ("ppo", {}),  # SB3 PPO, the zoo's entry
+    "lead": ("lecture_ppo:lecture", {}),  # the zoo's PPO settings and network, the lecture's semantics
+    "lead_lr_2e-3": ("lecture_ppo:lecture", {"learning_rate": "lin_0.002"}),
+    "lead_batch_128": ("lecture_ppo:lecture", {"batch_size": 128}),
+}
+
+
+def screen_cell(name: str, seed: int, timesteps: int) -> Cell:
+    contestant, overrides = VARIANTS[name]
+    return Cell.make(
+        contestant=contestant,
+        env_id="CartPole-v1",
+        seed=seed,
+        timesteps=timesteps,
+        eval_freq=2000,  # the benchmark's CartPole evaluations
+        eval_episodes=10,
+        final_eval_episodes=10,
+        overrides=overrides,
+    )
+
+
+def first_reach(evaluations: dict[str, list[float]], threshold: float = THRESHOLD) -> int | None:
+    """Env steps of the first evaluation at or above ``threshold``; None if none is."""
+    pairs = zip(evaluations["timesteps"], evaluations["mean"], strict=True)
+    return next((step for step, mean in pairs if mean >= threshold), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8])
+    parser.add_argument("--timesteps", type=int, default=40_000)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("cartpole_screen"))
+    parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="rows written by --json: train nothing")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of every seed's steps to first reach 475")
+    args = parser.parse_args()
+    if args.from_json is not None:
+        rows = [row for path in args.from_json for row in json.loads(path.read_text())]
+    else:
+        cells = {(name, seed): screen_cell(name, seed, args.timesteps) for name in args.variants for seed in args.seeds}
+        run_cells(list(cells.values()), args.out, jobs=args.jobs)
+        rows = []
+        for (name, seed), cell in cells.items():
+            if (run := load_run(run_path(args.out, cell))) is not None:
+                evaluations = run["evaluations"]
+                final = run["final_evaluation"]["mean"]
+                rows.append({"variant": name, "seed": seed, "first_reach": first_reach(evaluations), "final": final})
+    budget = max(args.timesteps, *(row["first_reach"] or 0 for row in rows))
+    steps: dict[str, list[float]] = {}
+    for row in rows:
+        steps.setdefault(row["variant"], []).append(budget if row["first_reach"] is None else row["first_reach"])
+    print("| variant | seeds | steps to first reach 475 (each seed; - = not within the budget) | median |")
+    print("|---|---|---|---|")
+    for name, values in steps.items():
+        reached = [row["first_reach"] for row in rows if row["variant"] == name]
+        each = " / ".join("-" if step is None else f"{step:,}" for step in reached)
+        print(f"| `{name}` | {len(values)} | {each} | {statistics.median(values):,.0f} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot is not None:
+        xlabel = f"env steps to first reach {THRESHOLD:g} (not reached: at the budget, {budget:,})"
+        plot_final_returns({"CartPole-v1": steps}, args.plot, xlabel)
+
+
+if __name__ == "__main__":
+    main()
