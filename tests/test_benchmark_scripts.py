@@ -1,4 +1,4 @@
-"""benchmarks/diagnose_precursors.py: the table of finished and stopped runs, read back and plotted."""
+"""The scripts in benchmarks/: their tables of finished and stopped runs, read back and plotted."""
 
 import importlib.util
 import json
@@ -11,11 +11,12 @@ import numpy as np
 from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION
 from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, run_path
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "diagnose_precursors.py"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "diagnose_precursors.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("diagnose_precursors", SCRIPT)
+def load_script(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -60,3 +61,19 @@ def test_tables_read_back_print_and_plot(tmp_path):
     ).stdout
     assert "| `ac_a2c` | 2 | 2 | 200 |" in printed and "| `gae_lambda_0.25` | 0 | 5 | unfinished |" in printed
     assert (tmp_path / "final.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
+    screen = load_script(BENCHMARKS / "screen_cartpole.py")
+    evaluations = {"timesteps": [2000, 4000, 6000], "mean": [100.0, 475.0, 300.0]}
+    assert screen.first_reach(evaluations) == 4000 and screen.first_reach(evaluations, threshold=500) is None
+    assert screen.screen_cell("lead_batch_128", 7, 40_000).overrides_dict() == {"batch_size": 128}
+    rows = [
+        {"variant": "ppo", "seed": 5, "first_reach": 8000, "final": 500.0},
+        {"variant": "ppo", "seed": 6, "first_reach": None, "final": 300.0},
+    ]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    command = [sys.executable, str(BENCHMARKS / "screen_cartpole.py"), "--from-json", str(tmp_path / "rows.json")]
+    printed = subprocess.run([*command, "--plot", str(tmp_path / "reach.png")], check=True, capture_output=True, text=True)
+    assert "| `ppo` | 2 | 8,000 / - | 24,000 |" in printed.stdout  # not reached counts as the 40k budget
+    assert (tmp_path / "reach.png").exists()
