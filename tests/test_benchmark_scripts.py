@@ -77,3 +77,30 @@ def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
     printed = subprocess.run([*command, "--plot", str(tmp_path / "reach.png")], check=True, capture_output=True, text=True)
     assert "| `ppo` | 2 | 8,000 / - | 24,000 |" in printed.stdout  # not reached counts as the 40k budget
     assert (tmp_path / "reach.png").exists()
+
+
+def test_compare_finals_pools_run_folders_and_rows(tmp_path):
+    compare = load_script(BENCHMARKS / "compare_finals.py")
+    folder = tmp_path / "sweep"
+    (folder / "runs").mkdir(parents=True)
+    for seed, final in enumerate([100.0, 300.0]):
+        run = {"format_version": RESULTS_FORMAT_VERSION, "cell": {"contestant": "lecture_ac", "seed": seed}}
+        (folder / "runs" / f"{seed}.json").write_text(json.dumps({**run, "final_evaluation": {"mean": final}}))
+    rows = [
+        {"variant": "gae_lambda_0.25", "seed": 5, "evaluations": {}, "final": 500.0},
+        {"variant": "ac_a2c", "seed": 5, "evaluations": {}, "final": 200.0},
+        {"variant": "ac_a2c", "seed": 6, "evaluations": {}, "final": None},  # unfinished: not a sample
+    ]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    finals = compare.collect([folder], [tmp_path / "rows.json"], {"gae_lambda_0.25": "lecture_gae_ac", "ac_a2c": "lecture_ac"})
+    assert sorted(value for _, value in finals["lecture_ac"]) == [100.0, 200.0, 300.0]
+    assert finals["lecture_gae_ac"] == [("rows.json seed 5", 500.0)]
+
+    script = str(BENCHMARKS / "compare_finals.py")
+    command = [sys.executable, script, "--runs", str(folder), "--rows", str(tmp_path / "rows.json")]
+    labels = ["--label", "lecture_gae_ac=gae_lambda_0.25", "--label", "lecture_ac=ac_a2c"]
+    printed = subprocess.run([*command, *labels, "--order", "lecture_gae_ac", "lecture_ac"], capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    assert "| `lecture_ac` | 3 | 200 | 200 |" in printed.stdout and "| 1.00 [1.00, 1.00] |" in printed.stdout
+    refused = subprocess.run([*command, "--order", "lecture_mc_pg"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--order: no finished run of lecture_mc_pg" in refused.stderr
