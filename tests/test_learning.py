@@ -117,7 +117,7 @@ def test_lecture_ppo_halfcheetah_entry_at_1m_steps():
 PRECURSOR_HALFCHEETAH_THRESHOLDS = {"lecture_ac": 1000, "lecture_gae_ac": 800, "lecture_mc_pg": 1000}
 """
 Seed 0 at 1M steps in the benchmark: lecture_ac 1232 and lecture_gae_ac (lambda 0.25) 1070
-(benchmarks/results/precursors-10-seeds), lecture_mc_pg 2337 (benchmarks/results/precursors); SB3's A2C with the
+(benchmarks/results/precursors-10-seeds), lecture_mc_pg 2677 (this test, 2026-11-26); SB3's A2C with the
 zoo's entry 992. A cheetah that does not advance scores -700 to 0, so each threshold says "learned to run", with a
 margin for other machines' floating point (which changes a run's whole course). Which actor-critic is better is a
 claim about many seeds, not one: the README's 10-seed table.
