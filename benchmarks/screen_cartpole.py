@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_lecture_ppo.evaluation.cells import Cell
-from sb3_lecture_ppo.evaluation.report import plot_final_returns
+from sb3_lecture_ppo.evaluation.report import plot_final_returns, steps_to_threshold
 from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path
 
 THRESHOLD = 475.0
@@ -41,9 +41,8 @@ def screen_cell(name: str, seed: int, timesteps: int) -> Cell:
 
 
 def first_reach(evaluations: dict[str, list[float]], threshold: float = THRESHOLD) -> int | None:
-    """Env steps of the first evaluation at or above ``threshold``; None if none is."""
-    pairs = zip(evaluations["timesteps"], evaluations["mean"], strict=True)
-    return next((step for step, mean in pairs if mean >= threshold), None)
+    """Env steps of the first evaluation at or above ``threshold``; None if none is (the benchmark's measure)."""
+    return steps_to_threshold(evaluations["timesteps"], evaluations["mean"], threshold)[0]
 
 
 def main() -> None:
