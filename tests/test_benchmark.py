@@ -23,7 +23,7 @@ from sb3_lecture_ppo.evaluation.report import (
     steps_to_threshold,
     summarize,
 )
-from sb3_lecture_ppo.evaluation.runner import thin_curve
+from sb3_lecture_ppo.evaluation.runner import load_run, run_path, thin_curve, train_cell
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 CELL = dict(
@@ -38,6 +38,24 @@ def test_cell_id_is_stable_and_names_every_setting():
     changed = [Cell.make(**{**CELL, key: value}) for key, value in [("seed", 1), ("timesteps", 2000), ("eval_episodes", 3)]]
     changed.append(Cell.make(**CELL, overrides={"gamma": 0.8}))
     assert len({cell.id, *(other.id for other in changed)}) == len(changed) + 1
+
+
+def test_stop_at_return_names_a_new_cell_and_leaves_older_ids_alone():
+    cell = Cell.make(**CELL)
+    assert "stop_at_return" not in cell.to_dict()
+    assert cell.id == "b186f32e0a3bb622"  # its id before the field existed: runs saved then are still found
+    stopping = Cell.make(**CELL, stop_at_return=475.0)
+    assert stopping.id != cell.id and stopping.to_dict()["stop_at_return"] == 475.0
+    assert Cell.from_dict(json.loads(json.dumps(stopping.to_dict()))) == stopping
+
+
+def test_a_cell_that_stops_at_a_return_ends_at_its_first_evaluation_there(tmp_path):
+    # A threshold every policy reaches: training ends at the first evaluation, the schedules still span 4,096 steps.
+    cell = Cell.make(**{**CELL, "timesteps": 4096, "eval_freq": 512}, stop_at_return=1.0)
+    record = train_cell(cell, tmp_path)
+    assert record["evaluations"]["timesteps"] == [512]
+    assert record["timesteps"] == 512
+    assert load_run(run_path(tmp_path, cell)) == json.loads(json.dumps(record, default=str))
 
 
 def test_zoo_entry_falls_back_to_another_version_of_the_env_only():

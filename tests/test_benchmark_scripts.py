@@ -67,7 +67,9 @@ def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
     screen = load_script(BENCHMARKS / "screen_cartpole.py")
     evaluations = {"timesteps": [2000, 4000, 6000], "mean": [100.0, 475.0, 300.0]}
     assert screen.first_reach(evaluations) == 4000 and screen.first_reach(evaluations, threshold=500) is None
-    assert screen.screen_cell("lead_batch_128", 7, 40_000).overrides_dict() == {"batch_size": 128}
+    cell = screen.screen_cell("lead_batch_128", 7, 100_000)
+    assert cell.overrides_dict() == {"batch_size": 128}
+    assert cell.timesteps == 100_000 and cell.stop_at_return == 475.0  # the benchmark's schedules, stopped at 475
     rows = [
         {"variant": "ppo", "seed": 5, "first_reach": 8000, "final": 500.0},
         {"variant": "ppo", "seed": 6, "first_reach": None, "final": 300.0},
@@ -75,7 +77,7 @@ def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     command = [sys.executable, str(BENCHMARKS / "screen_cartpole.py"), "--from-json", str(tmp_path / "rows.json")]
     printed = subprocess.run([*command, "--plot", str(tmp_path / "reach.png")], check=True, capture_output=True, text=True)
-    assert "| `ppo` | 2 | 8,000 / - | 24,000 |" in printed.stdout  # not reached counts as the 40k budget
+    assert "| `ppo` | 2 | 8,000 / - | 54,000 |" in printed.stdout  # not reached counts as the 100k budget
     assert (tmp_path / "reach.png").exists()
 
 

@@ -27,6 +27,10 @@ class Cell:
     :param eval_episodes: episodes per evaluation
     :param final_eval_episodes: episodes of the evaluation after training
     :param overrides: hyperparameters replacing the contestant's (values as in a zoo yml: numbers, strings)
+    :param stop_at_return: stop training at the first evaluation whose mean return reaches this (SB3's
+        ``StopTrainingOnRewardThreshold``); schedules still run over ``timesteps``, so a run stopped at step
+        ``t`` trained exactly as the first ``t`` steps of the full run. None: train the whole budget.
+        Measures steps to a threshold at a fraction of a full run's cost.
     """
 
     contestant: str
@@ -37,6 +41,7 @@ class Cell:
     eval_episodes: int
     final_eval_episodes: int
     overrides: tuple[tuple[str, Any], ...] = ()
+    stop_at_return: float | None = None
 
     @property
     def id(self) -> str:
@@ -55,6 +60,8 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["overrides"] = {key: value for key, value in self.overrides}
+        if self.stop_at_return is None:
+            del data["stop_at_return"]  # the ids of cells made before this field existed stay the same
         return data
 
     @classmethod

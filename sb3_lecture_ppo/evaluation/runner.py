@@ -229,6 +229,15 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _stop_at_return(stop_at_return: float | None) -> Any:
+    """SB3's callback that ends training once the evaluation's best mean return reaches ``stop_at_return``, or None."""
+    if stop_at_return is None:
+        return None
+    from stable_baselines3.common.callbacks import StopTrainingOnRewardThreshold
+
+    return StopTrainingOnRewardThreshold(reward_threshold=stop_at_return, verbose=0)
+
+
 def train_cell(cell: Cell, out_dir: Path, progress: Any = None) -> dict[str, Any]:
     """
     Train ``cell``, evaluate it and write its JSON. Runs in the current process.
@@ -255,6 +264,7 @@ def train_cell(cell: Cell, out_dir: Path, progress: Any = None) -> dict[str, Any
             deterministic=manager.deterministic_eval,
             log_path=work,  # SB3 keeps the evaluations' results only where it logs them
             verbose=0,
+            callback_on_new_best=_stop_at_return(cell.stop_at_return),
         )
         recorder = RunRecorder(progress)
         wall_start, cpu_start = time.perf_counter(), time.process_time()
