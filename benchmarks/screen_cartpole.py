@@ -33,6 +33,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lead_gamma_0.99": ("lecture_ppo:lecture", {"gamma": 0.99}),
     "lead_lambda_0.95": ("lecture_ppo:lecture", {"gae_lambda": 0.95}),
     "shipped": ("lecture_ppo", {}),  # our zoo entry (LecturePPO's own policy)
+    "lead_envs_4_steps_16": ("lecture_ppo:lecture", {"n_envs": 4, "n_steps": 16, "batch_size": 64}),
+    "lead_envs_4_lr_2e-3": ("lecture_ppo:lecture", {"n_envs": 4, "batch_size": 128, "learning_rate": "lin_0.002"}),
+    "lead_steps_16_lr_2e-3": ("lecture_ppo:lecture", {"n_steps": 16, "batch_size": 128, "learning_rate": "lin_0.002"}),
+    "shipped_envs_4": ("lecture_ppo", {"n_envs": 4, "batch_size": 128}),
 }
 
 

@@ -7,7 +7,9 @@ Discrete; the mean of a diagonal Gaussian with a state-independent log std for B
 In SB3 terms: the encoder is the features extractor, the heads' hidden layers are
 ``net_arch=dict(pi=[hidden], vf=[hidden])`` with ELU, and SB3's ``action_net`` / ``value_net``
 are the heads' output layers. ``share_features_extractor=False`` gives separate actor and
-critic networks (the PPO-Clip pseudo-code's theta and phi).
+critic networks (the PPO-Clip pseudo-code's theta and phi). ``encoder_layers=0`` drops the
+encoder (SB3's ``FlattenExtractor``): with ``net_arch=dict(pi=[64, 64], vf=[64, 64])`` and
+``activation_fn=nn.Tanh`` the network is SB3's ``ActorCriticPolicy``'s, weight for weight.
 """
 
 from typing import Any
@@ -17,7 +19,7 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
@@ -27,18 +29,20 @@ class LectureEncoder(BaseFeaturesExtractor):
     The lecture's shared encoder: flatten, then ``Linear-ELU-Linear-ELU``.
 
     :param observation_space: Observation space
-    :param hidden_size: width of both layers (the lecture's ``hidden_size``)
+    :param hidden_size: width of the layers (the lecture's ``hidden_size``)
+    :param n_layers: how many ``Linear-ELU`` layers (the lecture's 2)
     """
 
-    def __init__(self, observation_space: spaces.Space, hidden_size: int = 128) -> None:
+    def __init__(self, observation_space: spaces.Space, hidden_size: int = 128, n_layers: int = 2) -> None:
+        if n_layers < 1:
+            raise ValueError(f"LectureEncoder n_layers={n_layers} must be >= 1; for no encoder pass encoder_layers=0.")
         super().__init__(observation_space, features_dim=hidden_size)
-        self.encoder = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(get_flattened_obs_dim(observation_space), hidden_size),
-            nn.ELU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ELU(),
-        )
+        layers: list[nn.Module] = [nn.Flatten()]
+        in_features = get_flattened_obs_dim(observation_space)
+        for _ in range(n_layers):
+            layers += [nn.Linear(in_features, hidden_size), nn.ELU()]
+            in_features = hidden_size
+        self.encoder = nn.Sequential(*layers)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return self.encoder(observations)
@@ -53,6 +57,8 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
     :param action_space: Action space
     :param lr_schedule: Learning rate schedule
     :param hidden_size: width of the encoder and of the heads' hidden layer (the lecture's ``hidden_size``)
+    :param encoder_layers: ``Linear-ELU`` layers of the shared encoder (the lecture's 2); 0 for none (SB3's
+        ``FlattenExtractor``: the heads, ``net_arch``, see the observation itself)
     :param net_arch: hidden layers of the heads; default ``dict(pi=[hidden_size], vf=[hidden_size])``
     :param activation_fn: activation of the heads' hidden layers (ELU as the lecture)
     :param features_extractor_class: the shared encoder (:class:`LectureEncoder`)
@@ -67,6 +73,7 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
         action_space: spaces.Space,
         lr_schedule: Schedule,
         hidden_size: int = 128,
+        encoder_layers: int = 2,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ELU,
         features_extractor_class: type[BaseFeaturesExtractor] = LectureEncoder,
@@ -76,12 +83,21 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
     ) -> None:
         if not isinstance(hidden_size, int) or hidden_size < 1:
             raise ValueError(f"policy_kwargs hidden_size={hidden_size!r} must be a positive integer, e.g. 128.")
+        if not isinstance(encoder_layers, int) or encoder_layers < 0:
+            raise ValueError(
+                f"policy_kwargs encoder_layers={encoder_layers!r} must be an integer >= 0: 2 for the lecture's encoder, "
+                "0 for none (SB3's FlattenExtractor)."
+            )
         self.hidden_size = hidden_size
+        self.encoder_layers = encoder_layers
         if net_arch is None:
             net_arch = dict(pi=[hidden_size], vf=[hidden_size])
         features_extractor_kwargs = dict(features_extractor_kwargs or {})
-        if features_extractor_class is LectureEncoder:
+        if features_extractor_class is LectureEncoder and encoder_layers == 0:
+            features_extractor_class = FlattenExtractor
+        elif features_extractor_class is LectureEncoder:
             features_extractor_kwargs.setdefault("hidden_size", hidden_size)
+            features_extractor_kwargs.setdefault("n_layers", encoder_layers)
         super().__init__(
             observation_space,
             action_space,
@@ -96,7 +112,11 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden_size=self.hidden_size, share_features_extractor=self.share_features_extractor)
+        data.update(
+            hidden_size=self.hidden_size,
+            encoder_layers=self.encoder_layers,
+            share_features_extractor=self.share_features_extractor,
+        )
         return data
 
 
