@@ -63,16 +63,16 @@ def zoo_entry(env_id: str, algo: str = "lecture_ppo") -> dict:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lecture_ppo_zoo_cartpole_entry_learns_within_50k_steps(seed):
+def test_lecture_ppo_zoo_cartpole_entry_learns_within_100k_steps(seed):
     """
-    hyperparams/lecture_ppo.yml, CartPole-v1 (50k steps, 8 envs): 500 / 500 / 498.0 on seeds 0 / 1 / 2 (seed 2 gave
-    500 before the closed-form loss terms: the same seed's run moves with float rounding, so the bar is the issues' 475).
+    hyperparams/lecture_ppo.yml, CartPole-v1 (100k steps, 4 envs, SB3's network): the issues' 475 on 100 episodes.
+    Measured: see the README's "Benchmark" (100-episode evaluations at 100k).
     """
     params = zoo_entry("CartPole-v1")
     n_timesteps = int(params.pop("n_timesteps"))
     env = make_vec_env("CartPole-v1", n_envs=params.pop("n_envs"), seed=seed)
     model = LecturePPO(env=env, seed=seed, device="cpu", **params).learn(n_timesteps)
-    assert n_timesteps <= 50_000
+    assert n_timesteps <= 100_000
     assert evaluate_on_cartpole(model, seed) >= CARTPOLE_THRESHOLD
 
 
