@@ -299,6 +299,17 @@ def test_samplers_draw_consistent_settings(algo, env_id, n_actions, n_envs):
         study.tell(trial, 0.0)
 
 
+@pytest.mark.parametrize("algo", sorted(SAMPLERS))
+def test_every_entry_uses_a_lecture_policy_that_optimize_can_resample(algo):
+    """-optimize replaces an entry's policy_kwargs with the lecture's network (hidden_size, ...): the entry's
+    policy must accept them (SB3's ActorCriticPolicy would fail with "unexpected keyword argument 'hidden_size'")."""
+    from sb3_lecture_ppo.zoo.registration import hyperparams_file, zoo_algorithms
+
+    entries = yaml.safe_load(hyperparams_file(algo).read_text())
+    policies = {env_id: entry["policy"] for env_id, entry in entries.items()}
+    assert set(policies.values()) <= set(zoo_algorithms()[algo].policy_aliases), policies
+
+
 def test_converter_reads_trials_stored_before_the_network_was_sampled():
     params = dict(seq_length=16, n_steps_pow=5, one_minus_gamma=0.01, hidden_size=64)
     policy_kwargs = convert_lecture_params(params)["policy_kwargs"]
