@@ -25,7 +25,8 @@ def test_no_encoder_with_sb3_heads_is_sb3_network_weight_for_weight(env_id):
         th.testing.assert_close(value, sb3_state[name], rtol=0, atol=0, msg=name)
     observations = th.as_tensor(np.stack([ours.observation_space.sample() for _ in range(8)]))
     actions = sb3._predict(observations, deterministic=True)
-    for ours_out, sb3_out in zip(ours.evaluate_actions(observations, actions), sb3.evaluate_actions(observations, actions)):
+    ours_outputs, sb3_outputs = ours.evaluate_actions(observations, actions), sb3.evaluate_actions(observations, actions)
+    for ours_out, sb3_out in zip(ours_outputs, sb3_outputs, strict=True):
         th.testing.assert_close(ours_out, sb3_out, rtol=0, atol=0)
 
 
