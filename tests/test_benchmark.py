@@ -23,7 +23,7 @@ from sb3_lecture_ppo.evaluation.report import (
     steps_to_threshold,
     summarize,
 )
-from sb3_lecture_ppo.evaluation.runner import load_run, run_path, thin_curve, train_cell
+from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path, thin_curve, train_cell
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 CELL = dict(
@@ -56,6 +56,12 @@ def test_a_cell_that_stops_at_a_return_ends_at_its_first_evaluation_there(tmp_pa
     assert record["evaluations"]["timesteps"] == [512]
     assert record["timesteps"] == 512
     assert load_run(run_path(tmp_path, cell)) == json.loads(json.dumps(record, default=str))
+
+
+def test_the_sweep_bar_ends_full_when_a_run_stops_at_its_return(tmp_path, capsys):
+    cell = Cell.make(**{**CELL, "timesteps": 4096, "eval_freq": 512}, stop_at_return=1.0)
+    assert run_cells([cell], tmp_path, show_progress=True) == []
+    assert "512/512" in capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
 
 
 def test_zoo_entry_falls_back_to_another_version_of_the_env_only():

@@ -398,9 +398,12 @@ def run_cells(cells: Sequence[Cell], out_dir: Path, jobs: int = 1, show_progress
                     cell = running.pop(process)
                     process.join()
                     finished += 1
-                    if load_run(run_path(out_dir, cell)) is None:
+                    if (run := load_run(run_path(out_dir, cell))) is None:
                         failed.append(cell)
                         bar.write(f"{cell.label} failed (exit code {process.exitcode}): see {log_path(out_dir, cell)}")
+                    elif run.get("timesteps", cell.timesteps) < cell.timesteps:  # stopped at its return: the rest never comes
+                        bar.total -= cell.timesteps - run["timesteps"]
+                        bar.refresh()
                     bar.set_description(f"{finished}/{len(cells)} runs done")
             _drain(progress, bar, timeout=0.0)
     finally:
