@@ -101,6 +101,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gae_lambda_0.8": ("lecture_gae_ac", {**AC, "gae_lambda": 0.8}),
     "gae_lambda_0.5": ("lecture_gae_ac", {**AC, "gae_lambda": 0.5}),
     "gae_lambda_0.25": ("lecture_gae_ac", {**AC, "gae_lambda": 0.25}),
+    # the shipped entries with the zoo's tuned A2C PyBullet HalfCheetah settings (lambda 0.9, a linear learning-rate
+    # decay from 9.6e-4, vf_coef 0.4; not its gSDE or log std -2)
+    "gae_zoo_bullet": ("lecture_gae_ac", {"gae_lambda": 0.9, "learning_rate": "lin_0.00096", "vf_coef": 0.4}),
+    "ac_zoo_bullet": ("lecture_ac", {"learning_rate": "lin_0.00096", "vf_coef": 0.4}),
+    "gae_lambda_0.9": ("lecture_gae_ac", {"gae_lambda": 0.9}),
 }
 
 
@@ -164,8 +169,8 @@ def main() -> None:
     else:
         cells = {
             (name, seed): variant_cell(name, args.timesteps, seed, args.eval_freq)
+            for seed in args.seeds  # seed-major: a sweep stopped early has every variant on its first seeds
             for name in args.variants
-            for seed in args.seeds
         }
         if not args.report_only:
             try:

@@ -38,6 +38,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lead_steps_16_lr_2e-3": ("lecture_ppo:lecture", {"n_steps": 16, "batch_size": 128, "learning_rate": "lin_0.002"}),
     # lead_envs_4 on the lecture's network (LecturePPO's default MlpPolicy: 2 x 128 ELU encoder, 128 ELU heads)
     "lead_envs_4_lecture_net": ("lecture_ppo:lecture", {"n_envs": 4, "batch_size": 128, "policy": "MlpPolicy"}),
+    # one change at a time from the shipped entry (lead_envs_4_lr_2e-3)
+    "shipped_envs_2": ("lecture_ppo", {"n_envs": 2, "batch_size": 64}),
+    "shipped_envs_1": ("lecture_ppo", {"n_envs": 1, "batch_size": 32}),
+    "shipped_lr_3e-3": ("lecture_ppo", {"learning_rate": "lin_0.003"}),
+    "shipped_epochs_30": ("lecture_ppo", {"n_epochs": 30}),
+    "shipped_clip_0.3": ("lecture_ppo", {"clip_range": "lin_0.3"}),
+    "shipped_batch_64": ("lecture_ppo", {"batch_size": 64}),
 }
 
 
@@ -68,6 +75,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=100_000, help="the budget whose schedules the runs follow")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("cartpole_screen"))
+    parser.add_argument("--report-only", action="store_true", help="train nothing: the table of the finished runs")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="rows written by --json: train nothing")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every seed's steps to first reach 475")
@@ -76,7 +84,8 @@ def main() -> None:
         rows = [row for path in args.from_json for row in json.loads(path.read_text())]
     else:
         cells = {(name, seed): screen_cell(name, seed, args.timesteps) for seed in args.seeds for name in args.variants}
-        run_cells(list(cells.values()), args.out, jobs=args.jobs)
+        if not args.report_only:
+            run_cells(list(cells.values()), args.out, jobs=args.jobs)
         rows = []
         for (name, seed), cell in cells.items():
             if (run := load_run(run_path(args.out, cell))) is not None:
