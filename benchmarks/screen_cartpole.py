@@ -45,6 +45,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "shipped_epochs_30": ("lecture_ppo", {"n_epochs": 30}),
     "shipped_clip_0.3": ("lecture_ppo", {"clip_range": "lin_0.3"}),
     "shipped_batch_64": ("lecture_ppo", {"batch_size": 64}),
+    "shipped_seq_32": ("lecture_ppo", {"seq_length": 32}),  # one segment per env and rollout: GAE cut less often
+    "shipped_rollout_scope": ("lecture_ppo", {"advantage_scope": "rollout"}),  # GAE over each env's whole rollout
 }
 
 
