@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from sb3_lecture_ppo.evaluation.cells import Cell
-from sb3_lecture_ppo.evaluation.report import plot_final_returns
+from sb3_lecture_ppo.evaluation.report import plot_curves, plot_final_returns
 from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, load_run, run_cells, run_path
 
 RMSPROP = "optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=1e-5, weight_decay=0)"
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="tables written by --json: train nothing")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every seed's final evaluation per variant")
+    parser.add_argument("--curves", type=Path, default=None, help="PNG of the finished runs' learning curves per variant")
     args = parser.parse_args()
     if args.from_json is not None:
         rows = [row for path in args.from_json for row in json.loads(path.read_text())]
@@ -182,12 +183,13 @@ def main() -> None:
                 print("stopped: the unfinished runs' evaluations so far are in the table")
         rows = variant_rows(cells, args.out)
     rows.sort(key=lambda row: (row["variant"], row["seed"]))
-    print("| variant (HalfCheetah-v5) | seed | evaluations (5 episodes) | final (10 episodes) |")
-    print("|---|---|---|---|")
+    print("| variant (HalfCheetah-v5) | seed | evaluations (5 episodes) | mean of the evaluations | final (10 episodes) |")
+    print("|---|---|---|---|---|")
     for row in rows:
         evaluations = " / ".join(f"{value:.0f}" for value in row["evaluations"]["mean"])
         final = "unfinished" if row["final"] is None else f"{row['final']:.0f}"
-        print(f"| `{row['variant']}` | {row['seed']} | {evaluations} | {final} |")
+        curve_mean = np.mean(row["evaluations"]["mean"])  # the area under the curve per env step: how soon it learns
+        print(f"| `{row['variant']}` | {row['seed']} | {evaluations} | {curve_mean:.0f} | {final} |")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.plot is not None:
@@ -196,6 +198,20 @@ def main() -> None:
             if row["final"] is not None:
                 finals.setdefault(row["variant"], []).append(row["final"])
         plot_final_returns({"HalfCheetah-v5": finals}, args.plot, "final evaluation (10 episodes, deterministic)")
+    if args.curves is not None:
+        plot_curves(curve_runs(rows), args.curves, ylabel="evaluation return (5 episodes, deterministic)")
+
+
+def curve_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished rows as the runs ``plot_curves`` draws, one label per variant."""
+    return [
+        {
+            "cell": {"contestant": row["variant"], "env_id": "HalfCheetah-v5", "seed": row["seed"]},
+            "evaluations": row["evaluations"],
+        }
+        for row in rows
+        if row["final"] is not None
+    ]
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def main() -> None:
                 evaluations = run["evaluations"]
                 final = run["final_evaluation"]["mean"]
                 rows.append({"variant": name, "seed": seed, "first_reach": first_reach(evaluations), "final": final})
-    budget = max(args.timesteps, *(row["first_reach"] or 0 for row in rows))
+    budget = max([args.timesteps, *(row["first_reach"] or 0 for row in rows)])
     steps: dict[str, list[float]] = {}
     for row in rows:
         steps.setdefault(row["variant"], []).append(budget if row["first_reach"] is None else row["first_reach"])

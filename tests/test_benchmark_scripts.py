@@ -53,14 +53,18 @@ def test_tables_read_back_print_and_plot(tmp_path):
     ]
     rows.append({"variant": "gae_lambda_0.25", "seed": 0, "evaluations": {"timesteps": [1], "mean": [5.0]}, "final": None})
     (tmp_path / "screen.json").write_text(json.dumps(rows))
-    printed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--from-json", str(tmp_path / "screen.json"), "--plot", str(tmp_path / "final.png")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert "| `ac_a2c` | 2 | 2 | 200 |" in printed and "| `gae_lambda_0.25` | 0 | 5 | unfinished |" in printed
+    command = [sys.executable, str(SCRIPT), "--from-json", str(tmp_path / "screen.json")]
+    plots = ["--plot", str(tmp_path / "final.png"), "--curves", str(tmp_path / "curves.png")]
+    printed = subprocess.run([*command, *plots], check=True, capture_output=True, text=True).stdout
+    assert "| `ac_a2c` | 2 | 2 | 2 | 200 |" in printed and "| `gae_lambda_0.25` | 0 | 5 | 5 | unfinished |" in printed
     assert (tmp_path / "final.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    curves = load_script().curve_runs(rows)  # finished runs only, labelled by variant
+    assert [(run["cell"]["contestant"], run["cell"]["seed"]) for run in curves] == [
+        ("ac_a2c", 0),
+        ("ac_a2c", 1),
+        ("ac_a2c", 2),
+    ]
 
 
 def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
@@ -79,6 +83,24 @@ def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
     printed = subprocess.run([*command, "--plot", str(tmp_path / "reach.png")], check=True, capture_output=True, text=True)
     assert "| `ppo` | 2 | 8,000 / - | 54,000 |" in printed.stdout  # not reached counts as the 100k budget
     assert (tmp_path / "reach.png").exists()
+
+
+def test_cartpole_screen_report_only_trains_nothing(tmp_path):
+    screen = load_script(BENCHMARKS / "screen_cartpole.py")
+    finished = screen.screen_cell("shipped_clip_0.3", 21, 100_000)
+    evaluations = {"timesteps": [2000, 4000], "mean": [200.0, 480.0], "std": [1.0, 2.0]}
+    path = run_path(tmp_path, finished)
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps({"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations, "final_evaluation": {"mean": 480.0}})
+    )
+    command = [sys.executable, str(BENCHMARKS / "screen_cartpole.py"), "--out", str(tmp_path), "--report-only"]
+    variants = ["--variants", "shipped_clip_0.3", "shipped_envs_2", "--seeds", "20", "21"]
+    printed = subprocess.run([*command, *variants], check=True, capture_output=True, text=True, timeout=120).stdout
+    assert "| `shipped_clip_0.3` | 1 | 4,000 | 4,000 |" in printed and "shipped_envs_2" not in printed
+    assert sorted(path.name for path in path.parent.glob("*.json")) == [path.name]  # nothing trained
+    empty = subprocess.run([*command[:-2], str(tmp_path / "none"), "--report-only"], capture_output=True, text=True)
+    assert empty.returncode == 0, empty.stderr  # no finished run: an empty table, not a crash
 
 
 def test_compare_finals_pools_run_folders_and_rows(tmp_path):
