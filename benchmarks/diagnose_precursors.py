@@ -14,6 +14,13 @@ machines, say) instead of training, and ``--plot`` draws every seed's final eval
     python benchmarks/diagnose_precursors.py --timesteps 1000000 --eval-freq 50000 --jobs 15 \\
         --variants ac_a2c gae_lambda_0.25 gae_lambda_0.5 --seeds 5 6 7 8 9 --json screen.json
     python benchmarks/diagnose_precursors.py --from-json screen.json --plot screen.png
+
+``--curves`` draws the finished runs' learning curves per variant (median and min-max over seeds), e.g. the
+1-step against the GAE actor-critic with 32-step rollouts (README):
+
+    python benchmarks/diagnose_precursors.py --timesteps 1000000 --eval-freq 50000 --seeds 10 11 12 13 14 15 16 \\
+        --variants gae_n_steps_32_lambda_0.95 ac_n_steps_32 --out benchmarks/results/precursors/rollout_32 \\
+        --curves curves.png
 """
 
 import argparse

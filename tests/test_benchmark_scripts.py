@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION
+from sb3_lecture_ppo.evaluation.report import interval_estimates
 from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, run_path
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -128,3 +129,17 @@ def test_compare_finals_pools_run_folders_and_rows(tmp_path):
     assert "| `lecture_ac` | 3 | 200 | 200 |" in printed.stdout and "| 1.00 [1.00, 1.00] |" in printed.stdout
     refused = subprocess.run([*command, "--order", "lecture_mc_pg"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--order: no finished run of lecture_mc_pg" in refused.stderr
+
+
+def test_interval_estimates_are_reproducible_and_leave_numpy_global_generator_alone():
+    scores = {"ahead": np.arange(7.0).reshape(7, 1) + 10.0, "behind": np.arange(7.0).reshape(7, 1)}
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    first = interval_estimates(scores, best="ahead", reps=200)
+    assert np.random.rand() == expected_next  # the global generator's state is put back
+    assert interval_estimates(scores, best="ahead", reps=200) == first  # rliable draws from it: seeded per call
+    aggregates, improvements = first
+    assert aggregates["ahead"][0] == 13.0 and aggregates["ahead"][1] <= 13.0 <= aggregates["ahead"][2]
+    assert improvements == {"behind": (1.0, 1.0, 1.0)}  # every seed of one beats every seed of the other
+    assert interval_estimates(scores, best="ahead", reps=200, seed=1)[0] != first[0]  # another seed, other resamples

@@ -5,6 +5,7 @@ stays there, and of the throughput; learning curves (median line, min-max band o
 seed's final evaluation and a throughput bar chart.
 """
 
+import importlib.util
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -293,11 +294,23 @@ def interval_estimates(
 
     :return: algorithm -> (IQM, low, high), and other algorithm -> (P(best > it), low, high)
     """
+    if importlib.util.find_spec("rliable") is None:
+        raise ImportError("the ablation's aggregate scores need rliable: pip install 'sb3_lecture_ppo[ablation]'")
+    # rliable's stratified bootstrap draws its indices from NumPy's global generator, not from random_state:
+    # seed that one for the call (and put it back) so the intervals are reproducible
+    global_state = np.random.get_state()
+    np.random.seed(seed)
     try:
-        from rliable import library as rly
-        from rliable import metrics
-    except ImportError:
-        raise ImportError("the ablation's aggregate scores need rliable: pip install 'sb3_lecture_ppo[ablation]'") from None
+        return _bootstrap_estimates(scores, best, reps, seed)
+    finally:
+        np.random.set_state(global_state)
+
+
+def _bootstrap_estimates(
+    scores: dict[str, np.ndarray], best: str, reps: int, seed: int
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, tuple[float, float, float]]]:
+    from rliable import library as rly
+    from rliable import metrics
 
     def iqm(array: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(array)])
