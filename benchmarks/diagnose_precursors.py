@@ -18,7 +18,7 @@ machines, say) instead of training, and ``--plot`` draws every seed's final eval
 ``--curves`` draws the finished runs' learning curves per variant (median and min-max over seeds), e.g. the
 1-step against the GAE actor-critic with 32-step rollouts (README):
 
-    python benchmarks/diagnose_precursors.py --timesteps 1000000 --eval-freq 50000 --seeds 10 11 12 13 14 15 16 \\
+    python benchmarks/diagnose_precursors.py --timesteps 1000000 --eval-freq 50000 --seeds 10 11 12 13 14 15 16 17 18 19 20 \\
         --variants gae_n_steps_32_lambda_0.95 ac_n_steps_32 --out benchmarks/results/precursors/rollout_32 \\
         --curves curves.png
 """
