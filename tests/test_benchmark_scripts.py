@@ -95,12 +95,15 @@ def test_cartpole_screen_report_only_trains_nothing(tmp_path):
     path.write_text(
         json.dumps({"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations, "final_evaluation": {"mean": 480.0}})
     )
-    command = [sys.executable, str(BENCHMARKS / "screen_cartpole.py"), "--out", str(tmp_path), "--report-only"]
+
+    def report_only(out: Path) -> list[str]:
+        return [sys.executable, str(BENCHMARKS / "screen_cartpole.py"), "--out", str(out), "--report-only"]
+
     variants = ["--variants", "shipped_clip_0.3", "shipped_envs_2", "--seeds", "20", "21"]
-    printed = subprocess.run([*command, *variants], check=True, capture_output=True, text=True, timeout=120).stdout
-    assert "| `shipped_clip_0.3` | 1 | 4,000 | 4,000 |" in printed and "shipped_envs_2" not in printed
+    printed = subprocess.run([*report_only(tmp_path), *variants], check=True, capture_output=True, text=True, timeout=120)
+    assert "| `shipped_clip_0.3` | 1 | 4,000 | 4,000 |" in printed.stdout and "shipped_envs_2" not in printed.stdout
     assert sorted(path.name for path in path.parent.glob("*.json")) == [path.name]  # nothing trained
-    empty = subprocess.run([*command[:-2], str(tmp_path / "none"), "--report-only"], capture_output=True, text=True)
+    empty = subprocess.run(report_only(tmp_path / "none"), capture_output=True, text=True)
     assert empty.returncode == 0, empty.stderr  # no finished run: an empty table, not a crash
 
 
