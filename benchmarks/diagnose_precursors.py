@@ -32,7 +32,7 @@ import numpy as np
 
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.report import plot_curves, plot_final_returns
-from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, load_run, run_cells, run_path
+from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, StaleRunsError, load_run, refuse_stale_runs, run_cells, run_path
 
 RMSPROP = "optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=1e-5, weight_decay=0)"
 A2C_SETTINGS: dict[str, Any] = {
@@ -80,6 +80,17 @@ MC_PG_NETWORK = {
     "max_grad_norm": 0.5,
 }
 
+MC_PG_SETTINGS: dict[str, Any] = {
+    **MC_PG_NETWORK,
+    "policy": "MlpPolicy",
+    "n_envs": 8,
+    "n_steps": 512,
+    "seq_length": 16,
+    "advantage_scope": "rollout",
+    "gae_lambda": 0.95,
+    "value_target": "td",
+}
+
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ac_entry_tuned": ("lecture_ac", TUNED_AC),
     "ac_entry_tuned_linear_lr": ("lecture_ac", {**TUNED_AC, "learning_rate": "lin_0.0011839215961427611"}),
@@ -116,6 +127,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # 32-step rollouts (8 envs: 256 transitions a gradient step), where GAE's sum can run 4x further than in 8 steps
     "gae_n_steps_32_lambda_0.95": ("lecture_gae_ac", {"n_steps": 32, "seq_length": 32, "gae_lambda": 0.95}),
     "ac_n_steps_32": ("lecture_ac", {"n_steps": 32, "seq_length": 32}),
+    # the GAE actor-critic on lecture_mc_pg's entry (8 envs x 512 steps, GAE over the rollout, width 256, log std -1,
+    # Adam): Monte-Carlo PG is GAE with lambda 1, so these sit between it and the 1-step actor-critic
+    "gae_mc_pg_settings": ("lecture_gae_ac", MC_PG_SETTINGS),
+    "gae_mc_pg_settings_n_steps_128": ("lecture_gae_ac", {**MC_PG_SETTINGS, "n_steps": 128}),
+    "gae_mc_pg_settings_lambda_0.98": ("lecture_gae_ac", {**MC_PG_SETTINGS, "gae_lambda": 0.98}),
+    "ac_mc_pg_settings": ("lecture_ac", {**MC_PG_SETTINGS, "gae_lambda": 0.0}),
+    "mc_pg_entry": ("lecture_mc_pg", {}),
 }
 
 
@@ -183,6 +201,10 @@ def main() -> None:
             for seed in args.seeds  # seed-major: a sweep stopped early has every variant on its first seeds
             for name in args.variants
         }
+        try:  # a finished run of an entry retuned since would be read (or kept) as today's
+            refuse_stale_runs(cells.values(), args.out)
+        except StaleRunsError as error:
+            parser.error(f"--out: {error}")
         if not args.report_only:
             try:
                 run_cells(list(cells.values()), args.out, jobs=args.jobs)

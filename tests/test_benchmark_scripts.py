@@ -1,16 +1,20 @@
 """The scripts in benchmarks/: their tables of finished and stopped runs, read back and plotted."""
 
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
+from sb3_lecture_ppo import LectureMonteCarloPG
 from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION
 from sb3_lecture_ppo.evaluation.report import interval_estimates
-from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, run_path
+from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, StaleRunsError, cell_hyperparams, run_cells, run_path
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "diagnose_precursors.py"
@@ -45,6 +49,18 @@ def test_rows_of_finished_and_stopped_runs(tmp_path):
     ]
     (work / "evaluations.npz").write_bytes(b"cut off")  # a file the stop cut short is skipped, not an error
     assert [row["variant"] for row in script.variant_rows(cells, tmp_path)] == ["ac_a2c"]
+
+
+def test_gae_on_monte_carlo_settings_changes_only_lambda_and_the_critic_target():
+    script = load_script()
+    entry = yaml.safe_load((Path(__file__).parents[1] / "hyperparams" / "lecture_mc_pg.yml").read_text())["HalfCheetah-v5"]
+    contestant, settings = script.VARIANTS["gae_mc_pg_settings"]
+    assert contestant == "lecture_gae_ac" and settings["policy_kwargs"] == entry["policy_kwargs"]
+    monte_carlo_defaults = inspect.signature(LectureMonteCarloPG).parameters  # the entry keeps the class's rollout
+    expected = (entry["n_envs"], monte_carlo_defaults["n_steps"].default, monte_carlo_defaults["advantage_scope"].default)
+    assert (settings["n_envs"], settings["n_steps"], settings["advantage_scope"]) == expected
+    assert (settings["gae_lambda"], settings["value_target"]) == (0.95, "td")  # Monte-Carlo PG: 1 and "mc"
+    assert script.VARIANTS["ac_mc_pg_settings"][1]["gae_lambda"] == 0.0
 
 
 def test_tables_read_back_print_and_plot(tmp_path):
@@ -86,15 +102,29 @@ def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
     assert (tmp_path / "reach.png").exists()
 
 
+def test_cartpole_screen_full_runs_report_their_final_evaluations(tmp_path, capsys):
+    screen = load_script(BENCHMARKS / "screen_cartpole.py")
+    full = screen.screen_cell("shipped_target_kl_0.02", 6, 100_000, full=True)
+    assert full.overrides_dict() == {"target_kl": 0.02}
+    assert full.stop_at_return is None and full.final_eval_episodes == 100  # the benchmark's whole run and final
+    assert full.id != screen.screen_cell("shipped_target_kl_0.02", 6, 100_000).id  # never mistaken for a stopped run
+    rows = [
+        {"variant": "shipped", "seed": 5, "first_reach": 6000, "final": 500.0},
+        {"variant": "shipped", "seed": 6, "first_reach": 26000, "final": 171.8},
+        {"variant": "shipped", "seed": 7, "first_reach": 12000, "final": 480.0},
+    ]
+    screen.print_final_table(rows)
+    assert "| `shipped` | 500.0 / 171.8 / 480.0 | 480.0 | 1 of 3 |" in capsys.readouterr().out
+
+
 def test_cartpole_screen_report_only_trains_nothing(tmp_path):
     screen = load_script(BENCHMARKS / "screen_cartpole.py")
     finished = screen.screen_cell("shipped_clip_0.3", 21, 100_000)
     evaluations = {"timesteps": [2000, 4000], "mean": [200.0, 480.0], "std": [1.0, 2.0]}
     path = run_path(tmp_path, finished)
     path.parent.mkdir(parents=True)
-    path.write_text(
-        json.dumps({"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations, "final_evaluation": {"mean": 480.0}})
-    )
+    run = {"format_version": RESULTS_FORMAT_VERSION, "evaluations": evaluations, "final_evaluation": {"mean": 480.0}}
+    path.write_text(json.dumps({**run, "hyperparams": cell_hyperparams(finished)}))
 
     def report_only(out: Path) -> list[str]:
         return [sys.executable, str(BENCHMARKS / "screen_cartpole.py"), "--out", str(out), "--report-only"]
@@ -105,6 +135,13 @@ def test_cartpole_screen_report_only_trains_nothing(tmp_path):
     assert sorted(path.name for path in path.parent.glob("*.json")) == [path.name]  # nothing trained
     empty = subprocess.run(report_only(tmp_path / "none"), capture_output=True, text=True)
     assert empty.returncode == 0, empty.stderr  # no finished run: an empty table, not a crash
+
+    path.write_text(json.dumps({**run, "hyperparams": {**cell_hyperparams(finished), "n_envs": 8}}))  # entry retuned since
+    stale = subprocess.run([*report_only(tmp_path), *variants], capture_output=True, text=True, timeout=120)
+    assert stale.returncode == 2 and "--out:" in stale.stderr and "entry has changed" in stale.stderr
+    assert "Traceback" not in stale.stderr
+    with pytest.raises(StaleRunsError, match="delete them or use another output folder"):
+        run_cells([finished], tmp_path, show_progress=False)  # never reused as today's run, never silently retrained
 
 
 def test_compare_finals_pools_run_folders_and_rows(tmp_path):

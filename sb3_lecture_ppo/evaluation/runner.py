@@ -355,6 +355,19 @@ def stale_cells(cells: Iterable[Cell], out_dir: Path) -> list[Cell]:
     ]
 
 
+class StaleRunsError(ValueError):
+    """An output folder holds finished runs that trained with other hyperparameters than their entry gives now."""
+
+
+def refuse_stale_runs(cells: Iterable[Cell], out_dir: Path) -> None:
+    """Raise :class:`StaleRunsError` if any cell's finished run in ``out_dir`` is stale (see :func:`stale_cells`)."""
+    if stale := stale_cells(cells, out_dir):
+        raise StaleRunsError(
+            f"{out_dir} holds {len(stale)} finished runs whose zoo entry has changed since they trained "
+            f"(first: {stale[0].label}, {run_path(out_dir, stale[0])}): delete them or use another output folder"
+        )
+
+
 def pending_cells(cells: Iterable[Cell], out_dir: Path) -> list[Cell]:
     """The cells without a finished run in ``out_dir``, in order."""
     return [cell for cell in cells if load_run(run_path(out_dir, cell)) is None]
@@ -366,9 +379,12 @@ def run_cells(cells: Sequence[Cell], out_dir: Path, jobs: int = 1, show_progress
     in the given order (interleave contestants there so that machine drift hits all alike).
 
     :return: the cells that failed (their tracebacks are in ``<out>/runs/<cell id>.log``)
+    :raises StaleRunsError: if a finished run in ``out_dir`` trained with other hyperparameters than
+        its entry gives now (its cell id names only the sweep's settings, so it would be reused)
     """
     from tqdm.auto import tqdm
 
+    refuse_stale_runs(cells, out_dir)
     (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
     todo = pending_cells(cells, out_dir)
     context = multiprocessing.get_context("spawn")

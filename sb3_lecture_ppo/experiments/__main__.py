@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sb3_lecture_ppo.benchmark import _positive_int
+from sb3_lecture_ppo.evaluation.runner import StaleRunsError
 from sb3_lecture_ppo.experiments import EXPERIMENTS, experiment_module
 from sb3_lecture_ppo.experiments.common import ExperimentConfig, ExperimentError
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     module = experiment_module(args.name)
     try:
         numbers = module.run(config)
-    except ExperimentError as error:
+    except (ExperimentError, StaleRunsError) as error:
         sys.exit(f"python -m sb3_lecture_ppo.experiments {args.name}: error: {error}")
     verdict = numbers.get("claim_holds")
     print(f"{args.name}: {module.CLAIM}")
