@@ -127,6 +127,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # 32-step rollouts (8 envs: 256 transitions a gradient step), where GAE's sum can run 4x further than in 8 steps
     "gae_n_steps_32_lambda_0.95": ("lecture_gae_ac", {"n_steps": 32, "seq_length": 32, "gae_lambda": 0.95}),
     "ac_n_steps_32": ("lecture_ac", {"n_steps": 32, "seq_length": 32}),
+    # halfway: 16-step rollouts (7,812 gradient steps in 1M), lambda 0.9
+    "gae_n_steps_16_lambda_0.9": ("lecture_gae_ac", {"n_steps": 16, "seq_length": 16, "gae_lambda": 0.9}),
+    "ac_n_steps_16": ("lecture_ac", {"n_steps": 16, "seq_length": 16}),
     # the GAE actor-critic on lecture_mc_pg's entry (8 envs x 512 steps, GAE over the rollout, width 256, log std -1,
     # Adam): Monte-Carlo PG is GAE with lambda 1, so these sit between it and the 1-step actor-critic
     "gae_mc_pg_settings": ("lecture_gae_ac", MC_PG_SETTINGS),
