@@ -134,7 +134,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # Adam): Monte-Carlo PG is GAE with lambda 1, so these sit between it and the 1-step actor-critic
     "gae_mc_pg_settings": ("lecture_gae_ac", MC_PG_SETTINGS),
     "gae_mc_pg_settings_n_steps_128": ("lecture_gae_ac", {**MC_PG_SETTINGS, "n_steps": 128}),
-    "gae_mc_pg_settings_lambda_0.98": ("lecture_gae_ac", {**MC_PG_SETTINGS, "gae_lambda": 0.98}),
     "ac_mc_pg_settings": ("lecture_ac", {**MC_PG_SETTINGS, "gae_lambda": 0.0}),
     "mc_pg_entry": ("lecture_mc_pg", {}),
 }

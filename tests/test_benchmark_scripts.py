@@ -102,7 +102,7 @@ def test_cartpole_screen_first_reach_table_and_plot(tmp_path):
     assert (tmp_path / "reach.png").exists()
 
 
-def test_cartpole_screen_full_runs_report_their_final_evaluations(tmp_path, capsys):
+def test_cartpole_screen_full_runs_report_their_final_evaluations(capsys):
     screen = load_script(BENCHMARKS / "screen_cartpole.py")
     full = screen.screen_cell("shipped_target_kl_0.02", 6, 100_000, full=True)
     assert full.overrides_dict() == {"target_kl": 0.02}
