@@ -130,6 +130,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # halfway: 16-step rollouts (7,812 gradient steps in 1M), lambda 0.9
     "gae_n_steps_16_lambda_0.9": ("lecture_gae_ac", {"n_steps": 16, "seq_length": 16, "gae_lambda": 0.9}),
     "ac_n_steps_16": ("lecture_ac", {"n_steps": 16, "seq_length": 16}),
+    # 16-step GAE climbs steadily but slowly (1,100-1,450 at 1M, still rising): twice the learning rate for half
+    # the gradient steps of the 8-step entries
+    "gae_n_steps_16_lambda_0.9_lr_1.4e-3": (
+        "lecture_gae_ac",
+        {"n_steps": 16, "seq_length": 16, "gae_lambda": 0.9, "learning_rate": 0.0014},
+    ),
     # the GAE actor-critic on lecture_mc_pg's entry (8 envs x 512 steps, GAE over the rollout, width 256, log std -1,
     # Adam): Monte-Carlo PG is GAE with lambda 1, so these sit between it and the 1-step actor-critic
     "gae_mc_pg_settings": ("lecture_gae_ac", MC_PG_SETTINGS),
