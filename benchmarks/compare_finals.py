@@ -9,6 +9,12 @@ count as two samples: their floating point differs, and so does their whole cour
         --rows benchmarks/results/precursors/lambda_screen/*.json \\
         --label lecture_gae_ac=gae_lambda_0.25 --label lecture_ac=ac_a2c \\
         --order lecture_gae_ac lecture_ac --plot finals.png
+
+``FOLDER:NAME,...`` takes only the named contestants' runs from a folder, e.g. SB3's A2C from the folder
+whose precursor runs an entry change has outdated:
+
+    python benchmarks/compare_finals.py --runs benchmarks/results/precursors-10-seeds \\
+        benchmarks/results/precursors:a2c --order lecture_ac lecture_gae_ac lecture_mc_pg a2c
 """
 
 import argparse
@@ -22,13 +28,23 @@ from sb3_lecture_ppo.evaluation.report import interval_estimates, plot_final_ret
 from sb3_lecture_ppo.evaluation.runner import RUNS_FOLDER, load_run
 
 
-def collect(run_folders: list[Path], row_files: list[Path], labels: dict[str, str]) -> dict[str, list[tuple[str, float]]]:
-    """name -> (source, final evaluation) of every finished run; ``labels`` maps variant names to algorithm names."""
+def collect(
+    run_folders: list[Path],
+    row_files: list[Path],
+    labels: dict[str, str],
+    only: dict[Path, set[str]] | None = None,
+) -> dict[str, list[tuple[str, float]]]:
+    """
+    name -> (source, final evaluation) of every finished run; ``labels`` maps variant names to algorithm names,
+    ``only`` a run folder to the contestants taken from it (all where it is not named).
+    """
     finals: dict[str, list[tuple[str, float]]] = {}
     for folder in run_folders:
         for path in sorted((folder / RUNS_FOLDER).glob("*.json")):
             if (run := load_run(path)) is not None:
                 cell = run["cell"]
+                if only and folder in only and cell["contestant"] not in only[folder]:
+                    continue
                 source = f"{folder.name} seed {cell['seed']}"
                 finals.setdefault(cell["contestant"], []).append((source, run["final_evaluation"]["mean"]))
     for path in row_files:
@@ -41,7 +57,9 @@ def collect(run_folders: list[Path], row_files: list[Path], labels: dict[str, st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="benchmark output folders")
+    parser.add_argument(
+        "--runs", nargs="*", default=[], metavar="FOLDER[:NAME,...]", help="benchmark output folders (only NAMEs' runs)"
+    )
     parser.add_argument("--rows", type=Path, nargs="*", default=[], help="tables written by diagnose_precursors --json")
     parser.add_argument("--label", action="append", default=[], metavar="NAME=VARIANT", help="pool VARIANT's rows as NAME")
     parser.add_argument("--order", nargs="+", required=True, help="the algorithms to compare, the first against the others")
@@ -53,7 +71,13 @@ def main() -> None:
         if not separator:
             parser.error(f"--label {pair!r}: expected NAME=VARIANT")
         labels[variant] = name
-    finals = collect(args.runs, args.rows, labels)
+    folders, only = [], {}
+    for entry in args.runs:
+        folder, _, names = entry.partition(":")
+        folders.append(Path(folder))
+        if names:
+            only[Path(folder)] = set(names.split(","))
+    finals = collect(folders, args.rows, labels, only)
     missing = [name for name in args.order if name not in finals]
     if missing:
         parser.error(f"--order: no finished run of {', '.join(missing)} (found: {', '.join(sorted(finals))})")

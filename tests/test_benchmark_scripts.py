@@ -160,6 +160,10 @@ def test_compare_finals_pools_run_folders_and_rows(tmp_path):
     finals = compare.collect([folder], [tmp_path / "rows.json"], {"gae_lambda_0.25": "lecture_gae_ac", "ac_a2c": "lecture_ac"})
     assert sorted(value for _, value in finals["lecture_ac"]) == [100.0, 200.0, 300.0]
     assert finals["lecture_gae_ac"] == [("rows.json seed 5", 500.0)]
+    a2c_run = {"format_version": RESULTS_FORMAT_VERSION, "cell": {"contestant": "a2c", "seed": 0}}
+    (folder / "runs" / "a2c_0.json").write_text(json.dumps({**a2c_run, "final_evaluation": {"mean": 50.0}}))
+    only_a2c = compare.collect([folder], [], {}, only={folder: {"a2c"}})
+    assert only_a2c == {"a2c": [("sweep seed 0", 50.0)]}  # the folder's other contestants left out
 
     script = str(BENCHMARKS / "compare_finals.py")
     command = [sys.executable, script, "--runs", str(folder), "--rows", str(tmp_path / "rows.json")]
@@ -167,6 +171,10 @@ def test_compare_finals_pools_run_folders_and_rows(tmp_path):
     printed = subprocess.run([*command, *labels, "--order", "lecture_gae_ac", "lecture_ac"], capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     assert "| `lecture_ac` | 3 | 200 | 200 |" in printed.stdout and "| 1.00 [1.00, 1.00] |" in printed.stdout
+    filtered = subprocess.run(
+        [sys.executable, script, "--runs", f"{folder}:a2c", "--order", "a2c", "lecture_ac"], capture_output=True, text=True
+    )
+    assert filtered.returncode == 2 and "--order: no finished run of lecture_ac (found: a2c)" in filtered.stderr
     refused = subprocess.run([*command, "--order", "lecture_mc_pg"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--order: no finished run of lecture_mc_pg" in refused.stderr
 
