@@ -84,3 +84,38 @@ def assert_train_is_one_sgd_step(model, hand_loss: th.Tensor, learning_rate: flo
     model.train()
     for name, param in model.policy.named_parameters():
         th.testing.assert_close(param.detach(), expected[name], atol=atol, rtol=1e-4, msg=name)
+
+
+class SplitDictEnv(gym.Wrapper):
+    """
+    A Box-observation env whose observations become ``{"head": x[:split], "tail": x[split:]}``
+    (and, with ``image=True``, a uint8 image made from the same numbers): the same data as a Dict
+    space, to compare against the array-observation path.
+    """
+
+    def __init__(self, env: gym.Env, split: int = 2, image: bool = False) -> None:
+        super().__init__(env)
+        low, high = env.observation_space.low, env.observation_space.high
+        subspaces: dict[str, gym.spaces.Space] = {
+            "head": gym.spaces.Box(low[:split], high[:split], dtype=np.float32),
+            "tail": gym.spaces.Box(low[split:], high[split:], dtype=np.float32),
+        }
+        if image:
+            subspaces["image"] = gym.spaces.Box(0, 255, (36, 36, 1), dtype=np.uint8)
+        self.observation_space = gym.spaces.Dict(subspaces)
+        self.split, self.image = split, image
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        split = {"head": observation[: self.split], "tail": observation[self.split :]}
+        if self.image:
+            level = int(np.clip(abs(observation[0]) * 100, 0, 255))
+            split["image"] = np.full((36, 36, 1), level, dtype=np.uint8)
+        return split
+
+    def reset(self, **kwargs: Any):
+        observation, info = self.env.reset(**kwargs)
+        return self.observation(observation), info
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return self.observation(observation), reward, terminated, truncated, info

@@ -33,7 +33,9 @@ def rollout_of(model) -> RandomRollout:
     """The buffer's rollout with V(s') of the current critic, for the reference implementation."""
     buffer = model.rollout_buffer
     with th.no_grad():
-        next_values = model.policy.predict_values(buffer.tensor("next_observations")).numpy().reshape(buffer.rewards.shape)
+        next_values = (
+            model.policy.predict_values(buffer.observation_tensor("next_observations")).numpy().reshape(buffer.rewards.shape)
+        )
     return RandomRollout(
         rewards=buffer.rewards,
         values=buffer.values,
@@ -80,7 +82,7 @@ def test_one_update_equals_a_hand_computed_gradient_step(env_id, algo, overrides
     actions = buffer.tensor("actions")
     if env_id == "CartPole-v1":
         actions = actions.long().flatten()
-    distribution, values = distribution_and_values(model.policy, buffer.tensor("observations"))
+    distribution, values = distribution_and_values(model.policy, buffer.observation_tensor("observations"))
     critic_loss = ((th.as_tensor(targets, dtype=th.float32) - values) ** 2).mean()
     actor_loss = -(th.as_tensor(advantages, dtype=th.float32) * distribution.log_prob(actions)).mean()
     exploration_loss = -distribution.entropy().mean()

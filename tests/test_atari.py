@@ -88,7 +88,7 @@ def test_cnn_policy_on_the_segment_buffer_keeps_frames_uint8(share):
     before = {name: parameter.clone() for name, parameter in model.policy.named_parameters()}
     model.learn(64)
     buffer = model.rollout_buffer
-    assert buffer.observations.dtype == np.uint8 and buffer.tensor("observations").dtype == th.uint8
+    assert buffer.observations.dtype == np.uint8 and buffer.observation_tensor("observations").dtype == th.uint8
     frame_bytes = int(np.prod(env.observation_space.shape))
     # observation and next observation at one byte a pixel (SB3 keeps float32: 4 bytes each)
     assert 2 * frame_bytes <= buffer_bytes_per_transition(model) < 2.1 * frame_bytes

@@ -8,8 +8,8 @@ from sb3_lecture_ppo import LecturePPO
 from tests.helpers import tiny_kwargs
 
 
-class DictObservationEnv(gym.Env):
-    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (2,))})
+class TupleObservationEnv(gym.Env):
+    observation_space = gym.spaces.Tuple((gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2)))
     action_space = gym.spaces.Discrete(2)
 
     def reset(self, *, seed=None, options=None):
@@ -66,8 +66,8 @@ def test_unknown_kwarg_is_a_type_error():
 
 
 def test_unsupported_observation_space():
-    with pytest.raises(TypeError, match="FlattenObservation"):
-        LecturePPO("MlpPolicy", DictObservationEnv(), **tiny_kwargs())
+    with pytest.raises(TypeError, match="FlattenObservation, or make it a Dict space"):
+        LecturePPO("MlpPolicy", TupleObservationEnv(), **tiny_kwargs())
 
 
 def test_unsupported_action_space():

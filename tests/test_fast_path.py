@@ -75,8 +75,8 @@ def test_next_values_from_stored_values_equal_the_critic_on_next_observations(en
     model = collected_model(env_id, n_envs=2, n_steps=256, seq_length=8, batch_size=64)
     buffer = model.rollout_buffer
     assert buffer.dones.any()
-    values = model._critic_values(buffer.tensor("observations"))
-    expected = model._critic_values(buffer.tensor("next_observations"))
+    values = model._critic_values(buffer.observation_tensor("observations"))
+    expected = model._critic_values(buffer.observation_tensor("next_observations"))
     th.testing.assert_close(buffer.next_values(values, model._critic_values), expected, atol=1e-6, rtol=1e-5)
 
 

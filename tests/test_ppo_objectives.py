@@ -63,7 +63,7 @@ def test_none_one_epoch_one_minibatch_is_the_vanilla_policy_gradient_step(env_id
     actions = buffer.tensor("actions")
     if env_id == "CartPole-v1":
         actions = actions.long().flatten()
-    distribution, _ = distribution_and_values(model.policy, buffer.tensor("observations"))
+    distribution, _ = distribution_and_values(model.policy, buffer.observation_tensor("observations"))
     loss = -(buffer.tensor("advantages").detach() * distribution.log_prob(actions)).mean()
     assert_train_is_one_sgd_step(model, loss, learning_rate)
 

@@ -15,9 +15,10 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_lecture_ppo.actor_critic.policies import CnnPolicy, MlpPolicy
+from sb3_lecture_ppo.actor_critic.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_lecture_ppo.common.buffers import SegmentRolloutBuffer
 from sb3_lecture_ppo.common.objectives import policy_gradient_surrogate
-from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm
+from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm, _check_bool
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentRolloutBufferSamples
 
 SelfLectureActorCritic = TypeVar("SelfLectureActorCritic", bound="LectureActorCritic")
@@ -47,6 +48,14 @@ class LectureActorCritic(LectureOnPolicyAlgorithm):
     :param pg_coef: c2, weight of the actor loss
     :param ent_coef: c3, weight of the exploration (negative entropy) loss
     :param max_grad_norm: Maximum gradient norm; ``None`` for no clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action
+        noise exploration (Box actions only; SB3's semantics)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE;
+        -1 only samples at the beginning of each rollout
+    :param rollout_buffer_class: Rollout buffer class to use, a
+        :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer` subclass; None for that class
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+        (not ``seq_length``, ``advantage_scope`` or ``value_target``: those are the algorithm's)
     :param stats_window_size: Episodes averaged in the rollout logs
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to the policy (``hidden_size``, ...)
@@ -56,7 +65,11 @@ class LectureActorCritic(LectureOnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
 
     def __init__(
         self,
@@ -74,6 +87,10 @@ class LectureActorCritic(LectureOnPolicyAlgorithm):
         pg_coef: float = 1.0,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[SegmentRolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -104,6 +121,10 @@ class LectureActorCritic(LectureOnPolicyAlgorithm):
             max_grad_norm=max_grad_norm,
             clip_range_vf=None,
             target_kl=None,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -178,6 +199,7 @@ class LectureMonteCarloPG(LectureActorCritic):
         for fixed in ("gae_lambda", "value_target"):
             if fixed in kwargs:
                 raise TypeError(f"LectureMonteCarloPG fixes {fixed}: drop it (the return is G_t, the critic's target too).")
+        _check_bool("baseline", baseline)
         self.baseline = baseline
         super().__init__(
             policy,

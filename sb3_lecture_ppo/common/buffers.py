@@ -15,9 +15,15 @@ import numpy as np
 import torch as th
 from torch.nn import functional as nn_functional
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
 from sb3_lecture_ppo.common.distributions import distribution_params_dim
+from sb3_lecture_ppo.common.observations import (
+    TensorObs,
+    split_observations,
+    storage_dtype,
+    take_observations,
+)
 from sb3_lecture_ppo.common.segments import (
     VALUE_TARGETS,
     advantages_and_targets,
@@ -27,6 +33,7 @@ from sb3_lecture_ppo.common.segments import (
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentLayout, SegmentRolloutBufferSamples
 
 ADVANTAGE_SCOPES = ("segment", "rollout")
+OBSERVATION_FIELDS = ("observations", "next_observations")
 STEP_FIELDS = {
     "observations": "observations",
     "actions": "actions",
@@ -98,7 +105,8 @@ class SegmentRolloutBuffer(RolloutBuffer):
     :param value_target: ``"td"``, ``"lambda"`` or ``"mc"``
     """
 
-    next_observations: np.ndarray
+    observations: np.ndarray | dict[str, np.ndarray]  # type: ignore[assignment]
+    next_observations: np.ndarray | dict[str, np.ndarray]
     terminations: np.ndarray
     dones: np.ndarray
     distribution_params: np.ndarray
@@ -127,39 +135,47 @@ class SegmentRolloutBuffer(RolloutBuffer):
         self.value_target = value_target
         self.n_distribution_params = distribution_params_dim(action_space)
         self._tensors: dict[str, th.Tensor] = {}
+        self._observation_tensors: dict[str, TensorObs] = {}
         super().__init__(
             buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
         )
 
     def reset(self) -> None:
-        self.next_observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self._observation_dtype)
+        self.next_observations = self._observation_storage()
         self.terminations = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.dones = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.distribution_params = np.zeros((self.buffer_size, self.n_envs, self.n_distribution_params), dtype=np.float32)
         self.indices = np.zeros((self.seq_length, 0), dtype=np.int64)
         self.mask = np.zeros((self.seq_length, 0), dtype=bool)
         self._tensors = {}
-        super().reset()
-        if self._observation_dtype != self.observations.dtype:
-            # SB3 stores float32; images stay uint8 (4x smaller), the policy scales them in its forward pass
-            self.observations = np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=self._observation_dtype)
+        self._observation_tensors = {}
+        if isinstance(self.observation_space, spaces.Dict):
+            DictRolloutBuffer.reset(self)  # type: ignore[arg-type]  # SB3's arrays, its observations key by key
+        else:
+            super().reset()
+        # SB3 stores float32; images stay uint8 (4x smaller), the policy scales them in its forward pass
+        self.observations = self._observation_storage()
 
-    @property
-    def _observation_dtype(self) -> np.dtype:
-        """uint8 for image observations, else SB3's float32."""
-        dtype = np.dtype(self.observation_space.dtype)
-        return dtype if dtype == np.uint8 else np.dtype(np.float32)
+    def _observation_storage(self) -> np.ndarray | dict[str, np.ndarray]:
+        """Zeroed ``(n_steps, n_envs, *obs_shape)`` storage for observations, one array per key of a Dict space."""
+        if isinstance(self.observation_space, spaces.Dict):
+            assert isinstance(self.obs_shape, dict)
+            return {
+                key: np.zeros((self.buffer_size, self.n_envs, *shape), dtype=storage_dtype(self.observation_space[key]))
+                for key, shape in self.obs_shape.items()
+            }
+        return np.zeros((self.buffer_size, self.n_envs, *self.obs_shape), dtype=storage_dtype(self.observation_space))
 
     def add(  # type: ignore[override]
         self,
-        obs: np.ndarray,
+        obs: np.ndarray | dict[str, np.ndarray],
         action: np.ndarray,
         reward: np.ndarray,
         episode_start: np.ndarray,
         value: th.Tensor,
         log_prob: th.Tensor,
         *,
-        next_obs: np.ndarray,
+        next_obs: np.ndarray | dict[str, np.ndarray],
         terminated: np.ndarray,
         done: np.ndarray,
         distribution_params: th.Tensor,
@@ -172,13 +188,24 @@ class SegmentRolloutBuffer(RolloutBuffer):
         :param done: (n_envs,) the episode ended (terminated or truncated)
         :param distribution_params: (n_envs, n_params) the behaviour policy's distribution
         """
-        if isinstance(self.observation_space, spaces.Discrete):
-            next_obs = next_obs.reshape((self.n_envs, *self.obs_shape))
-        self.next_observations[self.pos] = np.array(next_obs)
+        self._store_next_observations(next_obs)
         self.terminations[self.pos] = np.array(terminated, dtype=bool)
         self.dones[self.pos] = np.array(done, dtype=bool)
         self.distribution_params[self.pos] = distribution_params.detach().cpu().numpy()
-        super().add(obs, action, reward, episode_start, value, log_prob)
+        if isinstance(self.observation_space, spaces.Dict):
+            DictRolloutBuffer.add(self, obs, action, reward, episode_start, value, log_prob)  # type: ignore[arg-type]
+        else:
+            super().add(obs, action, reward, episode_start, value, log_prob)  # type: ignore[arg-type]
+
+    def _store_next_observations(self, next_obs: np.ndarray | dict[str, np.ndarray]) -> None:
+        if isinstance(self.next_observations, dict):
+            assert isinstance(next_obs, dict) and isinstance(self.observation_space, spaces.Dict)
+            for key, storage in self.next_observations.items():
+                storage[self.pos] = np.array(next_obs[key]).reshape(storage.shape[1:])
+            return
+        if isinstance(self.observation_space, spaces.Discrete):
+            next_obs = np.asarray(next_obs).reshape((self.n_envs, *self.obs_shape))
+        self.next_observations[self.pos] = np.array(next_obs)
 
     @property
     def n_segments(self) -> int:
@@ -196,8 +223,6 @@ class SegmentRolloutBuffer(RolloutBuffer):
         self.indices, self.mask = segment_indices(self.episode_starts, self.seq_length)
         n_transitions = self.buffer_size * self.n_envs
         arrays = {
-            "observations": self.observations.reshape(n_transitions, *self.obs_shape),
-            "next_observations": self.next_observations.reshape(n_transitions, *self.obs_shape),
             "actions": self.actions.reshape(n_transitions, self.action_dim).astype(np.float32, copy=False),
             "rewards": self.rewards.reshape(-1),
             "terminations": self.terminations.reshape(-1),
@@ -210,10 +235,29 @@ class SegmentRolloutBuffer(RolloutBuffer):
         self._tensors = {name: self.to_torch(array, copy=False) for name, array in arrays.items()}
         self._tensors["segment_indices"] = self.to_torch(self.indices)
         self._tensors["segment_mask"] = self.to_torch(self.mask)
+        self._observation_tensors = {
+            "observations": self._flat_observations(self.observations),
+            "next_observations": self._flat_observations(self.next_observations),
+        }
+
+    def _flat_observations(self, storage: np.ndarray | dict[str, np.ndarray]) -> TensorObs:
+        if isinstance(storage, dict):
+            return {key: self._flat_observations(array) for key, array in storage.items()}  # type: ignore[misc]
+        return self.to_torch(storage.reshape(self.buffer_size * self.n_envs, *storage.shape[2:]), copy=False)
 
     def tensor(self, name: str) -> th.Tensor:
         """A flat ``(n_steps * n_envs, ...)`` tensor of the rollout, in ``t * n_envs + env`` order."""
         return self._tensors[name]
+
+    def observation_tensor(self, name: str = "observations") -> TensorObs:
+        """:meth:`tensor` of ``"observations"`` or ``"next_observations"``: a dict of tensors for Dict spaces."""
+        return self._observation_tensors[name]
+
+    def _gather(self, name: str, index: th.Tensor | slice) -> TensorObs:
+        """``tensor(name)[index]``, observations included."""
+        if name in OBSERVATION_FIELDS:
+            return take_observations(self._observation_tensors[name], index)
+        return self._tensors[name][index]
 
     def compute_advantages(self, values: th.Tensor, next_values: th.Tensor) -> None:
         """
@@ -308,27 +352,32 @@ class SegmentRolloutBuffer(RolloutBuffer):
             yield from self._step_minibatches(real_steps, sizes)
             return
         data = self._tensors
-        per_field = {field: th.split(data[name][real_steps], sizes) for field, name in STEP_FIELDS.items()}
+        per_field = {field: split_observations(self._gather(name, real_steps), sizes) for field, name in STEP_FIELDS.items()}
         last_steps = steps[mask.sum(dim=0).clamp(min=1) - 1, th.arange(steps.shape[1], device=self.device)]
         rewards, terminations = data["rewards"][steps], data["terminations"][steps]
-        last_next_observations = data["next_observations"][last_steps]
+        last_next_observations = self._gather("next_observations", last_steps)
         layouts = [
-            SegmentLayout(mask[:, columns], rewards[:, columns], terminations[:, columns], last_next_observations[columns])
+            SegmentLayout(
+                mask[:, columns],
+                rewards[:, columns],
+                terminations[:, columns],
+                take_observations(last_next_observations, columns),
+            )
             for block, _ in enumerate(blocks)
             for columns in [slice(block * block_size, block * block_size + len(blocks[block]))]
         ]
         for block in range(n_blocks):
-            yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=layouts[block])
+            yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=layouts[block])  # type: ignore[arg-type]
 
     def _step_minibatches(self, steps: th.Tensor, sizes: list[int]) -> Generator[MinibatchSteps, None, None]:
         """Minibatches of the given flat steps, ``sizes`` consecutive steps each, without segment layouts."""
-        gathered = {field: self._tensors[name].index_select(0, steps) for field, name in STEP_FIELDS.items()}
+        gathered = {field: self._gather(name, steps) for field, name in STEP_FIELDS.items()}
         if len(sizes) == 1:
-            yield MinibatchSteps(**gathered, segments=None)
+            yield MinibatchSteps(**gathered, segments=None)  # type: ignore[arg-type]
             return
-        per_field = {field: th.split(tensor, sizes) for field, tensor in gathered.items()}
+        per_field = {field: split_observations(tensor, sizes) for field, tensor in gathered.items()}
         for block in range(len(sizes)):
-            yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=None)
+            yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=None)  # type: ignore[arg-type]
 
     def sample_steps(self, batch_size: int, with_segments: bool) -> MinibatchSteps:
         """:meth:`sample`'s minibatch (the same draw) as flat real steps."""
@@ -360,10 +409,10 @@ class SegmentRolloutBuffer(RolloutBuffer):
             last_real = mask.sum(dim=0) - 1
             last_steps = steps[last_real, th.arange(len(ids), device=self.device)]
             layout = SegmentLayout(
-                mask, data["rewards"][steps], data["terminations"][steps], data["next_observations"][last_steps]
+                mask, data["rewards"][steps], data["terminations"][steps], self._gather("next_observations", last_steps)
             )
         return MinibatchSteps(
-            observations=data["observations"][real_steps],
+            observations=self._gather("observations", real_steps),
             actions=data["actions"][real_steps],
             old_values=data["values"][real_steps],
             old_log_prob=data["log_probs"][real_steps],
@@ -373,7 +422,7 @@ class SegmentRolloutBuffer(RolloutBuffer):
             segments=layout,
         )
 
-    def next_values(self, values: th.Tensor, critic: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
+    def next_values(self, values: th.Tensor, critic: Callable[[TensorObs], th.Tensor]) -> th.Tensor:
         """
         V(s'_t) of the critic that gave ``values``: where the episode goes on inside the rollout,
         s'_t is the same env's next observation s_{t+1}, whose value is already in ``values``;
@@ -387,7 +436,7 @@ class SegmentRolloutBuffer(RolloutBuffer):
         cut = ~rollout_continues(dones).reshape(-1)
         next_values = th.empty_like(values)
         next_values[: -self.n_envs] = values[self.n_envs :]
-        next_values[cut] = critic(self.tensor("next_observations")[cut])
+        next_values[cut] = critic(self._gather("next_observations", cut))
         return next_values
 
     def _get_samples(self, segment_ids: np.ndarray, env: object = None) -> SegmentRolloutBufferSamples:  # type: ignore[override]
@@ -396,9 +445,9 @@ class SegmentRolloutBuffer(RolloutBuffer):
         data = self._tensors
 
         return SegmentRolloutBufferSamples(
-            observations=data["observations"][steps],
+            observations=self._gather("observations", steps),
             actions=data["actions"][steps],
-            next_observations=data["next_observations"][steps],
+            next_observations=self._gather("next_observations", steps),
             rewards=data["rewards"][steps],
             terminations=data["terminations"][steps],
             old_values=data["values"][steps],

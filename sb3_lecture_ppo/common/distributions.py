@@ -7,7 +7,9 @@ One flat vector per step keeps the rollout buffer a plain array whatever the act
 * ``Discrete(n)``: the n normalized logits;
 * ``MultiDiscrete(nvec)``: the concatenated logits of each sub-space;
 * ``MultiBinary(n)``: the n Bernoulli logits;
-* ``Box(d)``: the d means followed by the d standard deviations of the diagonal Gaussian.
+* ``Box(d)``: the d means followed by the d standard deviations of the diagonal Gaussian; with
+  gSDE the Gaussian whose standard deviations depend on the state (``sqrt(latent^2 @ std^2)``),
+  before any tanh squashing (a bijection, which leaves the KL unchanged).
 """
 
 import contextlib
@@ -23,6 +25,7 @@ from stable_baselines3.common.distributions import (
     DiagGaussianDistribution,
     Distribution,
     MultiCategoricalDistribution,
+    StateDependentNoiseDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.distributions import Bernoulli, Normal, kl_divergence
@@ -62,12 +65,10 @@ def distribution_params(distribution: Distribution) -> th.Tensor:
         return distribution.distribution.logits.reshape(distribution.distribution.logits.shape[0], -1)
     if isinstance(distribution, MultiCategoricalDistribution):
         return th.cat([categorical.logits for categorical in distribution.distribution], dim=1)
-    if isinstance(distribution, DiagGaussianDistribution):
+    if isinstance(distribution, (DiagGaussianDistribution, StateDependentNoiseDistribution)):
         normal = distribution.distribution
         return th.cat([normal.loc, normal.scale.expand_as(normal.loc)], dim=1)
-    raise TypeError(
-        f"The exact KL is not implemented for {type(distribution).__name__} (gSDE is not supported: pass use_sde=False)."
-    )
+    raise TypeError(f"The exact KL is not implemented for {type(distribution).__name__}.")
 
 
 def categorical_kl(old_logits: th.Tensor, new_logits: th.Tensor) -> th.Tensor:
@@ -110,7 +111,7 @@ def kl_from_params(old_params: th.Tensor, distribution: Distribution) -> th.Tens
         return th.stack(kls, dim=1).sum(dim=1)
     if isinstance(distribution, BernoulliDistribution):
         return kl_divergence(Bernoulli(logits=old_params), distribution.distribution).sum(dim=1)
-    if isinstance(distribution, DiagGaussianDistribution):
+    if isinstance(distribution, (DiagGaussianDistribution, StateDependentNoiseDistribution)):
         mean, std = th.chunk(old_params, 2, dim=1)
         return kl_divergence(Normal(mean, std), distribution.distribution).sum(dim=1)
     raise TypeError(f"The exact KL is not implemented for {type(distribution).__name__}.")

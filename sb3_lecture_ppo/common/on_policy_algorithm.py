@@ -27,11 +27,28 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_lecture_ppo.common.atari import missing_ale_message, register_ale_envs
 from sb3_lecture_ppo.common.buffers import ADVANTAGE_SCOPES, SegmentRolloutBuffer
-from sb3_lecture_ppo.common.distributions import action_terms, sample_actions
+from sb3_lecture_ppo.common.distributions import (
+    ActionTerms,
+    SampledActions,
+    action_terms,
+    distribution_params,
+    kl_from_params,
+    sample_actions,
+)
+from sb3_lecture_ppo.common.observations import (
+    TensorObs,
+    concat_observations,
+    copy_observations,
+    n_observations,
+    set_observation,
+    take_observations,
+)
 from sb3_lecture_ppo.common.policies import (
     LectureActorCriticCnnPolicy,
     LectureActorCriticPolicy,
+    LectureMultiInputActorCriticPolicy,
     actor_latent_and_values,
+    overrides_sb3_methods,
 )
 from sb3_lecture_ppo.common.segments import (
     VALUE_TARGETS,
@@ -54,6 +71,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": LectureActorCriticPolicy,
         "CnnPolicy": LectureActorCriticCnnPolicy,
+        "MultiInputPolicy": LectureMultiInputActorCriticPolicy,
     }
     rollout_buffer: SegmentRolloutBuffer
     policy: LectureActorCriticPolicy
@@ -80,6 +98,10 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         max_grad_norm: float | None,
         clip_range_vf: float | Schedule | None,
         target_kl: float | None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[SegmentRolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -102,8 +124,10 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             ent_coef=ent_coef,
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,  # type: ignore[arg-type]
-            use_sde=False,
-            sde_sample_freq=-1,
+            use_sde=False,  # set below: _check_arguments refuses it on other than Box actions, naming it
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -112,6 +136,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             seed=seed,
             _init_setup_model=False,
         )
+        self.use_sde = use_sde
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.seq_length = seq_length
@@ -147,6 +172,16 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             _check_number("target_kl", self.target_kl, minimum=0.0, strict=True, hint="or None to turn it off")
         if isinstance(self.clip_range_vf, (int, float)):
             _check_number("clip_range_vf", self.clip_range_vf, minimum=0.0, strict=True, hint="or None to turn it off")
+        self._check_rollout_buffer_arguments()
+        for name in ("use_sde", "recompute_advantage", "normalize_advantage"):
+            _check_bool(name, getattr(self, name))
+        if self.use_sde and self.action_space is not None and not isinstance(self.action_space, spaces.Box):
+            raise ValueError(
+                f"use_sde=True needs a Box action space, not {self.action_space}: gSDE explores continuous actions; "
+                "drop use_sde."
+            )
+        if isinstance(self.sde_sample_freq, bool) or not isinstance(self.sde_sample_freq, (int, np.integer)):
+            raise TypeError(f"sde_sample_freq={self.sde_sample_freq!r} must be an integer (-1: only at each rollout start).")
         _check_integer("n_epochs", self.n_epochs)
         _check_integer("n_steps", self.n_steps)
         _check_integer("seq_length", self.seq_length)
@@ -174,14 +209,31 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
                         "raise n_steps or n_envs."
                     )
 
+    def _check_rollout_buffer_arguments(self) -> None:
+        if self.rollout_buffer_class is not None and not (
+            isinstance(self.rollout_buffer_class, type) and issubclass(self.rollout_buffer_class, SegmentRolloutBuffer)
+        ):
+            raise TypeError(
+                f"rollout_buffer_class={self.rollout_buffer_class!r} is not a SegmentRolloutBuffer: the lecture's "
+                "algorithms train on segments; subclass sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer, or drop it."
+            )
+        given = set(self.rollout_buffer_kwargs or {}) & {"seq_length", "advantage_scope", "value_target"}
+        if given:
+            raise ValueError(
+                f"rollout_buffer_kwargs {sorted(given)} are the algorithm's own arguments: pass them to "
+                f"{type(self).__name__}(...) instead."
+            )
+
     @classmethod
     def _wrap_env(cls, env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:  # type: ignore[override]
         """SB3's env wrapping, after refusing the spaces the lecture's algorithms do not support."""
-        if isinstance(env.observation_space, (spaces.Dict, spaces.Tuple)):
+        if isinstance(env.observation_space, spaces.Tuple):
             raise TypeError(
                 f"{cls.__name__} does not support the observation space {env.observation_space}: "
-                "flatten it with gymnasium.wrappers.FlattenObservation."
+                "flatten it with gymnasium.wrappers.FlattenObservation, or make it a Dict space."
             )
+        if isinstance(env.observation_space, spaces.Dict):
+            _check_dict_subspaces(cls.__name__, env.observation_space)
         if not isinstance(env.action_space, SUPPORTED_ACTION_SPACES):
             raise TypeError(
                 f"{cls.__name__} does not support the action space {env.action_space}: "
@@ -190,15 +242,24 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         return super()._wrap_env(env, verbose, monitor_wrapper)
 
     def _setup_model(self) -> None:
-        self.rollout_buffer_class = SegmentRolloutBuffer
+        self.rollout_buffer_class = self.rollout_buffer_class or SegmentRolloutBuffer
         self.rollout_buffer_kwargs = dict(
-            seq_length=self.seq_length, advantage_scope=self.advantage_scope, value_target=self.value_target
+            self.rollout_buffer_kwargs or {},
+            seq_length=self.seq_length,
+            advantage_scope=self.advantage_scope,
+            value_target=self.value_target,
         )
         self._use_fused_adam()
         super()._setup_model()
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
         self._trainable_parameters = [param for param in self.policy.parameters() if param.requires_grad]
+        # A user's policy class that overrides SB3's methods is trained through them (slower, but what it says)
+        self._through_policy_methods = overrides_sb3_methods(self.policy)
+
+    def _maybe_recommend_cpu(self, mlp_class_name: str = "LectureActorCriticPolicy") -> None:
+        """SB3's warning that an MLP policy gains nothing from a GPU, for the lecture's MLP policy."""
+        super()._maybe_recommend_cpu(mlp_class_name)
 
     def _use_fused_adam(self) -> None:
         """
@@ -240,17 +301,23 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
 
-        for _ in range(n_rollout_steps):
+        for step in range(n_rollout_steps):
+            if self.use_sde and self.sde_sample_freq > 0 and step % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)  # a new exploration matrix every sde_sample_freq steps
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                latent_pi, values = actor_latent_and_values(self.policy, obs_tensor)
-                actions_tensor, log_probs, behaviour_params = sample_actions(self.policy, latent_pi)
+                actions_tensor, log_probs, behaviour_params, values = self._act(obs_tensor)
             actions = actions_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[arg-type, misc]
             env_actions = actions
             if isinstance(self.action_space, spaces.Box):
-                env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+                if self.policy.squash_output:
+                    env_actions = self.policy.unscale_action(actions)  # squashed to [-1, 1]: back to the env's bounds
+                else:
+                    env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
 
             new_obs, rewards, dones, infos = env.step(env_actions)
             self.num_timesteps += env.num_envs
@@ -282,7 +349,20 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.on_rollout_end()
         return True
 
-    def _critic_values(self, observations: th.Tensor) -> th.Tensor:
+    def _act(self, observations: TensorObs) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        The behaviour policy at a rollout step: actions, their log-probabilities, the distribution's
+        flat parameters and the values, each ``(n_envs, ...)``.
+        """
+        if self._through_policy_methods:
+            actions, values, log_probs = self.policy(observations)
+            params = distribution_params(self.policy.get_distribution(observations))
+            return actions, log_probs, params, values.flatten()
+        latent_pi, values = actor_latent_and_values(self.policy, observations)
+        sampled: SampledActions = sample_actions(self.policy, latent_pi)
+        return sampled.actions, sampled.log_prob, sampled.params, values
+
+    def _critic_values(self, observations: TensorObs) -> th.Tensor:
         """V(s) of the current critic for a flat batch of observations, without gradient."""
         with th.no_grad():
             return self.policy.predict_values(observations).flatten()
@@ -339,7 +419,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             for epoch in range(self.n_epochs):
                 # the rollout's advantages were computed with this very critic: recompute from the second epoch on
                 if self.recompute_advantage and self.advantage_scope == "rollout" and epoch > 0:
-                    values = self._critic_values(buffer.tensor("observations"))
+                    values = self._critic_values(buffer.observation_tensor())
                     buffer.compute_advantages(values, buffer.next_values(values, self._critic_values))
                 continue_training = self._train_epoch(epoch, stats)
                 self._n_updates += 1
@@ -389,22 +469,13 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         :return: the loss and the approximate KL (SB3's, for ``target_kl``), a 0-d tensor
         """
         batch = self._as_steps(samples)
-        n_real = len(batch.observations)
+        n_real = n_observations(batch.observations)
         observations = batch.observations
         if batch.segments is not None:
             # V(s') of each segment's last step rides along in the same forward pass (no actor head for it)
-            observations = th.cat([observations, batch.segments.last_next_observations])
-        latent_pi, all_values = actor_latent_and_values(self.policy, observations, actor_rows=n_real)
+            observations = concat_observations(observations, batch.segments.last_next_observations)
+        all_values, (log_prob, entropy, kl) = self._evaluate(observations, n_real, batch)
         values = all_values[:n_real]
-        # Entropy and exact KL enter the autograd graph only where the loss weighs them; else they are statistics.
-        log_prob, entropy, kl = action_terms(
-            self.policy,
-            latent_pi,
-            batch.actions,
-            batch.old_distribution_params,
-            entropy_grad=self.ent_coef > 0,
-            kl_grad=self._penalizes_kl(),
-        )
 
         advantages, value_targets = self._minibatch_advantages(batch, values, all_values[n_real:].detach())
         if self.normalize_advantage and len(advantages) > 1:
@@ -431,6 +502,39 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             stats["kl"].append(kl.mean().detach())
             self._record_minibatch(stats, ratio)
         return loss, approx_kl
+
+    def _evaluate(self, observations: TensorObs, n_real: int, batch: MinibatchSteps) -> tuple[th.Tensor, ActionTerms]:
+        """
+        Values of all ``observations`` and the action terms of the first ``n_real`` (the minibatch's
+        steps; the others are only valued). Entropy and exact KL enter the autograd graph only where
+        the loss weighs them; else they are statistics.
+        """
+        if self._through_policy_methods:
+            return self._evaluate_through_policy_methods(observations, n_real, batch)
+        latent_pi, all_values = actor_latent_and_values(self.policy, observations, actor_rows=n_real)
+        terms = action_terms(
+            self.policy,
+            latent_pi,
+            batch.actions,
+            batch.old_distribution_params,
+            entropy_grad=self.ent_coef > 0,
+            kl_grad=self._penalizes_kl(),
+        )
+        return all_values, terms
+
+    def _evaluate_through_policy_methods(
+        self, observations: TensorObs, n_real: int, batch: MinibatchSteps
+    ) -> tuple[th.Tensor, ActionTerms]:
+        """:meth:`_evaluate` through the policy's ``evaluate_actions`` / ``get_distribution`` / ``predict_values``."""
+        step_observations = take_observations(observations, slice(0, n_real))
+        actions = batch.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else batch.actions
+        values, log_prob, entropy = self.policy.evaluate_actions(step_observations, actions)
+        kl = kl_from_params(batch.old_distribution_params, self.policy.get_distribution(step_observations))
+        all_values = values.flatten()
+        if n_observations(observations) > n_real:
+            extra_values = self.policy.predict_values(take_observations(observations, slice(n_real, None))).flatten()
+            all_values = th.cat([all_values, extra_values])
+        return all_values, ActionTerms(log_prob, -log_prob if entropy is None else entropy, kl)
 
     def _as_steps(self, samples: MinibatchSteps | SegmentRolloutBufferSamples) -> MinibatchSteps:
         """Flat real steps, with the segment layout exactly where segment-scope advantages are recomputed."""
@@ -564,21 +668,36 @@ def _check_number(
         raise ValueError(f"{name}={value!r} is out of range: it must be {bound}{' ' + hint if hint else ''}.")
 
 
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}={value!r} must be True or False.")
+
+
 def _check_integer(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer.")
 
 
+def _check_dict_subspaces(algorithm: str, observation_space: spaces.Dict) -> None:
+    """Refuse a Dict observation space with a subspace that SB3's ``CombinedExtractor`` cannot flatten."""
+    for key, subspace in observation_space.spaces.items():
+        if not isinstance(subspace, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict)):
+            raise TypeError(
+                f"{algorithm} does not support the subspace {key!r}: {subspace} of the Dict observation space: "
+                "use Box, Discrete, MultiDiscrete or MultiBinary subspaces (flatten the others with a wrapper)."
+            )
+
+
 def _true_next_observations(
-    new_obs: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
-) -> tuple[np.ndarray, np.ndarray]:
+    new_obs: np.ndarray | dict[str, np.ndarray], dones: np.ndarray, infos: list[dict[str, Any]]
+) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
     """
     The observation each step led to: the VecEnv's ``new_obs``, except where the episode ended,
     where it is the true final observation (SB3's ``terminal_observation``), not the reset one.
 
     :return: next observations and ``terminated`` (episode end that is not a time-limit truncation)
     """
-    next_obs = np.array(new_obs, copy=True)
+    next_obs = copy_observations(new_obs)
     terminated = np.zeros(len(dones), dtype=bool)
     for env_index in np.flatnonzero(dones):
         info = infos[env_index]
@@ -587,7 +706,7 @@ def _true_next_observations(
                 "The VecEnv ended an episode without info['terminal_observation']: wrap the env in an SB3 VecEnv "
                 "(DummyVecEnv / SubprocVecEnv / make_vec_env), which records the true final observation."
             )
-        next_obs[env_index] = info["terminal_observation"]
+        set_observation(next_obs, int(env_index), info["terminal_observation"])
         terminated[env_index] = not info.get("TimeLimit.truncated", False)
     return next_obs, terminated
 
@@ -599,7 +718,10 @@ def _saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase) -> str | None
     try:
         with zipfile.ZipFile(file) as archive:
             data = json.loads(archive.read("data").decode())
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+    except zipfile.BadZipFile as error:
+        # SB3's wording ("wasn't a zip-file"), which users and SB3's tests match
+        raise ValueError(f"{path!s} wasn't a zip-file: it is not a model saved by model.save() ({error}).") from error
+    except (KeyError, json.JSONDecodeError) as error:
         raise ValueError(f"{path!s} is not a model saved by model.save() ({error}).") from error
     finally:
         if isinstance(path, (str, pathlib.Path)):

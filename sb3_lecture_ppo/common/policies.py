@@ -7,7 +7,8 @@ Discrete; the mean of a diagonal Gaussian with a state-independent log std for B
 In SB3 terms: the encoder is the features extractor, the heads' hidden layers are
 ``net_arch=dict(pi=[hidden], vf=[hidden])`` with ELU, and SB3's ``action_net`` / ``value_net``
 are the heads' output layers. ``share_features_extractor=False`` gives separate actor and
-critic networks (the PPO-Clip pseudo-code's theta and phi). ``encoder_layers=0`` drops the
+critic networks (the PPO-Clip pseudo-code's theta and phi). For ``Dict`` observations the encoder
+runs on SB3's ``CombinedExtractor`` (:class:`LectureMultiInputActorCriticPolicy`). ``encoder_layers=0`` drops the
 encoder (SB3's ``FlattenExtractor``): with ``net_arch=dict(pi=[64, 64], vf=[64, 64])`` and
 ``activation_fn=nn.Tanh`` the network is SB3's ``ActorCriticPolicy``'s, weight for weight.
 """
@@ -19,9 +20,11 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+
+from sb3_lecture_ppo.common.observations import take_observations
 
 
 class LectureEncoder(BaseFeaturesExtractor):
@@ -34,18 +37,52 @@ class LectureEncoder(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Space, hidden_size: int = 128, n_layers: int = 2) -> None:
-        if n_layers < 1:
-            raise ValueError(f"LectureEncoder n_layers={n_layers} must be >= 1; for no encoder pass encoder_layers=0.")
         super().__init__(observation_space, features_dim=hidden_size)
-        layers: list[nn.Module] = [nn.Flatten()]
-        in_features = get_flattened_obs_dim(observation_space)
-        for _ in range(n_layers):
-            layers += [nn.Linear(in_features, hidden_size), nn.ELU()]
-            in_features = hidden_size
-        self.encoder = nn.Sequential(*layers)
+        self.encoder = nn.Sequential(
+            nn.Flatten(), *_elu_layers(get_flattened_obs_dim(observation_space), hidden_size, n_layers)
+        )
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return self.encoder(observations)
+
+
+class LectureMultiInputEncoder(BaseFeaturesExtractor):
+    """
+    The lecture's shared encoder for ``Dict`` observations: SB3's ``CombinedExtractor`` (a
+    ``NatureCNN`` per image, a flatten per other key, concatenated), then ``Linear-ELU-Linear-ELU``.
+
+    :param observation_space: a ``Dict`` observation space
+    :param hidden_size: width of the encoder's layers (the lecture's ``hidden_size``)
+    :param n_layers: how many ``Linear-ELU`` layers (the lecture's 2)
+    :param cnn_output_dim: features of each image's ``NatureCNN`` (``CombinedExtractor``'s)
+    :param normalized_image: images are already in [0, 1] (``CombinedExtractor``'s)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        hidden_size: int = 128,
+        n_layers: int = 2,
+        cnn_output_dim: int = 256,
+        normalized_image: bool = False,
+    ) -> None:
+        super().__init__(observation_space, features_dim=hidden_size)
+        self.combined = CombinedExtractor(observation_space, cnn_output_dim, normalized_image)
+        self.encoder = nn.Sequential(*_elu_layers(self.combined.features_dim, hidden_size, n_layers))
+
+    def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:  # type: ignore[override]
+        return self.encoder(self.combined(observations))
+
+
+def _elu_layers(in_features: int, hidden_size: int, n_layers: int) -> list[nn.Module]:
+    """``n_layers`` times ``Linear-ELU``, the first from ``in_features``."""
+    if n_layers < 1:
+        raise ValueError(f"The lecture's encoder needs n_layers={n_layers} >= 1; for no encoder pass encoder_layers=0.")
+    layers: list[nn.Module] = []
+    for _ in range(n_layers):
+        layers += [nn.Linear(in_features, hidden_size), nn.ELU()]
+        in_features = hidden_size
+    return layers
 
 
 class LectureActorCriticPolicy(ActorCriticPolicy):
@@ -64,8 +101,12 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
     :param features_extractor_class: the shared encoder (:class:`LectureEncoder`)
     :param features_extractor_kwargs: its kwargs; ``hidden_size`` is filled in for :class:`LectureEncoder`
     :param share_features_extractor: False for separate actor and critic encoders
-    :param kwargs: the other ``ActorCriticPolicy`` arguments (``ortho_init``, ``log_std_init``, ...)
+    :param kwargs: the other ``ActorCriticPolicy`` arguments (``ortho_init``, ``log_std_init``, ``use_sde``, ...)
     """
+
+    lecture_encoder_class: type[BaseFeaturesExtractor] = LectureEncoder
+    """The lecture's encoder for this kind of observation, and what ``encoder_layers=0`` leaves of it."""
+    bare_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor
 
     def __init__(
         self,
@@ -76,11 +117,12 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
         encoder_layers: int = 2,
         net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ELU,
-        features_extractor_class: type[BaseFeaturesExtractor] = LectureEncoder,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
         features_extractor_kwargs: dict[str, Any] | None = None,
         share_features_extractor: bool = True,
         **kwargs: Any,
     ) -> None:
+        _check_policy_kwargs(type(self), kwargs)
         if not isinstance(hidden_size, int) or hidden_size < 1:
             raise ValueError(f"policy_kwargs hidden_size={hidden_size!r} must be a positive integer, e.g. 128.")
         if not isinstance(encoder_layers, int) or encoder_layers < 0:
@@ -93,9 +135,11 @@ class LectureActorCriticPolicy(ActorCriticPolicy):
         if net_arch is None:
             net_arch = dict(pi=[hidden_size], vf=[hidden_size])
         features_extractor_kwargs = dict(features_extractor_kwargs or {})
-        if features_extractor_class is LectureEncoder and encoder_layers == 0:
-            features_extractor_class = FlattenExtractor
-        elif features_extractor_class is LectureEncoder:
+        if features_extractor_class is None:
+            features_extractor_class = self.lecture_encoder_class
+        if features_extractor_class is self.lecture_encoder_class and encoder_layers == 0:
+            features_extractor_class = self.bare_extractor_class
+        elif features_extractor_class is self.lecture_encoder_class:
             features_extractor_kwargs.setdefault("hidden_size", hidden_size)
             features_extractor_kwargs.setdefault("n_layers", encoder_layers)
         super().__init__(
@@ -156,6 +200,58 @@ class LectureActorCriticCnnPolicy(LectureActorCriticPolicy):
         )
 
 
+class LectureMultiInputActorCriticPolicy(LectureActorCriticPolicy):
+    """
+    The lecture's actor-critic for ``Dict`` observations (``"MultiInputPolicy"``): the lecture's
+    encoder (:class:`LectureMultiInputEncoder`) on SB3's ``CombinedExtractor``, then the same heads.
+    ``encoder_layers=0`` leaves the ``CombinedExtractor`` alone (SB3's ``MultiInputActorCriticPolicy``'s trunk).
+    All other arguments are :class:`LectureActorCriticPolicy`'s.
+    """
+
+    lecture_encoder_class = LectureMultiInputEncoder
+    bare_extractor_class = CombinedExtractor
+
+    def __init__(
+        self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule, **kwargs: Any
+    ) -> None:
+        if not isinstance(observation_space, spaces.Dict):
+            raise ValueError(
+                f"MultiInputPolicy needs a Dict observation space, not {observation_space}: use 'MlpPolicy' "
+                "(or 'CnnPolicy' for images)."
+            )
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+
+POLICY_KWARGS = (
+    "hidden_size, encoder_layers, net_arch, activation_fn, features_extractor_class, features_extractor_kwargs, "
+    "share_features_extractor, ortho_init, use_sde, log_std_init, full_std, use_expln, squash_output, "
+    "normalize_images, optimizer_class, optimizer_kwargs"
+)
+
+
+def _check_policy_kwargs(policy_class: type, kwargs: dict[str, Any]) -> None:
+    """Name the policy and its accepted keys where ``policy_kwargs`` holds a key no policy takes."""
+    accepted = set(POLICY_KWARGS.split(", "))
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"policy_kwargs {', '.join(map(repr, unknown))} unknown to {policy_class.__name__}: it takes {POLICY_KWARGS}."
+        )
+
+
+SB3_POLICY_METHODS = ("forward", "evaluate_actions", "predict_values", "get_distribution", "_get_action_dist_from_latent")
+"""The public ``ActorCriticPolicy`` methods that a user's policy class may override."""
+
+
+def overrides_sb3_methods(policy: ActorCriticPolicy) -> bool:
+    """
+    Whether the policy's class overrides one of :data:`SB3_POLICY_METHODS`: the algorithms then go
+    through those methods (SB3's way) instead of reading the network's layers, so that what the
+    class does (a constant value, another distribution) is what trains.
+    """
+    return any(getattr(type(policy), name) is not getattr(ActorCriticPolicy, name) for name in SB3_POLICY_METHODS)
+
+
 def distribution_and_values(
     policy: ActorCriticPolicy, obs: PyTorchObs, actor_rows: int | None = None
 ) -> tuple[Distribution, th.Tensor]:
@@ -168,6 +264,9 @@ def distribution_and_values(
         (the others are only valued); None for all
     :return: the action distribution and the values, (batch,)
     """
+    if overrides_sb3_methods(policy):
+        actor_obs = obs if actor_rows is None else take_observations(obs, slice(0, actor_rows))
+        return policy.get_distribution(actor_obs), policy.predict_values(obs).flatten()
     latent_pi, values = actor_latent_and_values(policy, obs, actor_rows)
     return policy._get_action_dist_from_latent(latent_pi), values
 

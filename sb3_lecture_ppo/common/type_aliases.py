@@ -4,6 +4,8 @@ from typing import NamedTuple
 
 import torch as th
 
+from sb3_lecture_ppo.common.observations import TensorObs, take_observations
+
 
 class SegmentRolloutBufferSamples(NamedTuple):
     """
@@ -11,9 +13,9 @@ class SegmentRolloutBufferSamples(NamedTuple):
     Pad steps (``mask == False``) repeat the last real step of their segment.
     """
 
-    observations: th.Tensor  # (seq, n_segments, *obs_shape)
+    observations: TensorObs  # (seq, n_segments, *obs_shape), a dict of those for Dict spaces
     actions: th.Tensor  # (seq, n_segments, action_dim)
-    next_observations: th.Tensor  # (seq, n_segments, *obs_shape): true final observation at an episode end
+    next_observations: TensorObs  # (seq, n_segments, *obs_shape): true final observation at an episode end
     rewards: th.Tensor  # (seq, n_segments)
     terminations: th.Tensor  # (seq, n_segments) bool: s' is terminal (not a time-limit truncation)
     old_values: th.Tensor  # (seq, n_segments) V_old(s)
@@ -32,7 +34,7 @@ class SegmentLayout(NamedTuple):
     mask: th.Tensor  # (seq, n_segments) bool: real step
     rewards: th.Tensor  # (seq, n_segments)
     terminations: th.Tensor  # (seq, n_segments) bool
-    last_next_observations: th.Tensor  # (n_segments, *obs_shape): s' of each segment's last real step
+    last_next_observations: TensorObs  # (n_segments, *obs_shape): s' of each segment's last real step
 
 
 class MinibatchSteps(NamedTuple):
@@ -43,7 +45,7 @@ class MinibatchSteps(NamedTuple):
     recomputed in segment scope.
     """
 
-    observations: th.Tensor  # (n_real, *obs_shape)
+    observations: TensorObs  # (n_real, *obs_shape)
     actions: th.Tensor  # (n_real, action_dim)
     old_values: th.Tensor  # (n_real,)
     old_log_prob: th.Tensor  # (n_real,)
@@ -60,9 +62,10 @@ class MinibatchSteps(NamedTuple):
         if with_segments:
             last_real = mask.sum(dim=0) - 1  # (n_segments,)
             columns = th.arange(mask.shape[1], device=mask.device)
-            layout = SegmentLayout(mask, samples.rewards, samples.terminations, samples.next_observations[last_real, columns])
+            last_next_observations = take_observations(samples.next_observations, (last_real, columns))
+            layout = SegmentLayout(mask, samples.rewards, samples.terminations, last_next_observations)
         return cls(
-            observations=samples.observations[mask],
+            observations=take_observations(samples.observations, mask),
             actions=samples.actions[mask],
             old_values=samples.old_values[mask],
             old_log_prob=samples.old_log_prob[mask],

@@ -117,7 +117,7 @@ def gradient_estimates(model: "LecturePPO", weights: dict[str, th.Tensor]) -> di
     """``grad_theta mean_t w_t log pi(a_t|s_t)`` for every weight, flattened over the actor's parameters."""
     buffer = model.rollout_buffer
     parameters = policy_parameters(model)
-    distribution, _ = distribution_and_values(model.policy, buffer.tensor("observations"))
+    distribution, _ = distribution_and_values(model.policy, buffer.observation_tensor("observations"))
     log_prob = distribution.log_prob(buffer.tensor("actions").long().flatten())
     estimates = {}
     for name, weight in weights.items():

@@ -59,7 +59,7 @@ def rollout_log_ratios(model: "LecturePPO") -> th.Tensor:
     """log pi(a|s) - log pi_old(a|s) of the current policy on every step of the rollout buffer."""
     buffer = model.rollout_buffer
     with th.no_grad():
-        distribution, _ = distribution_and_values(model.policy, buffer.tensor("observations"))
+        distribution, _ = distribution_and_values(model.policy, buffer.observation_tensor("observations"))
         actions = buffer.tensor("actions").long().flatten()
         return distribution.log_prob(actions) - buffer.tensor("log_probs")
 

@@ -12,9 +12,10 @@ from sb3_lecture_ppo.common.objectives import (
     clipped_surrogate,
     kl_penalized_surrogate,
 )
+from sb3_lecture_ppo.common.buffers import SegmentRolloutBuffer
 from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm, _check_choice, _check_number
 from sb3_lecture_ppo.common.policies import distribution_and_values
-from sb3_lecture_ppo.ppo.policies import CnnPolicy, MlpPolicy
+from sb3_lecture_ppo.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfLecturePPO = TypeVar("SelfLecturePPO", bound="LecturePPO")
 
@@ -68,6 +69,14 @@ class LecturePPO(LectureOnPolicyAlgorithm):
     :param max_grad_norm: Maximum gradient norm; ``None`` for no clipping (the lecture)
     :param target_kl: SB3's early stop: the epoch loop ends once the approximate KL of a
         minibatch exceeds ``1.5 * target_kl``; ``None`` for no early stop
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE) instead of action
+        noise exploration (Box actions only; SB3's semantics)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE;
+        -1 only samples at the beginning of each rollout
+    :param rollout_buffer_class: Rollout buffer class to use, a
+        :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer` subclass; None for that class
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+        (not ``seq_length``, ``advantage_scope`` or ``value_target``: those are the algorithm's)
     :param stats_window_size: Episodes averaged in the rollout logs
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to the policy (``hidden_size``, ``share_features_extractor``, ...)
@@ -77,7 +86,11 @@ class LecturePPO(LectureOnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
 
     def __init__(
         self,
@@ -105,6 +118,10 @@ class LecturePPO(LectureOnPolicyAlgorithm):
         ent_coef: float = 0.0,
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[SegmentRolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -138,6 +155,10 @@ class LecturePPO(LectureOnPolicyAlgorithm):
             max_grad_norm=max_grad_norm,
             clip_range_vf=clip_range_vf,
             target_kl=target_kl,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -223,7 +244,7 @@ class LecturePPO(LectureOnPolicyAlgorithm):
         """d: the mean exact KL[pi_old, pi_new] over the rollout, after the update."""
         buffer = self.rollout_buffer
         with th.no_grad():
-            distribution, _ = distribution_and_values(self.policy, buffer.tensor("observations"))
+            distribution, _ = distribution_and_values(self.policy, buffer.observation_tensor())
             return kl_from_params(buffer.tensor("distribution_params"), distribution).mean().item()
 
     def learn(
