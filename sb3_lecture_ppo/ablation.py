@@ -29,6 +29,7 @@ import numpy as np
 
 from sb3_lecture_ppo.benchmark import (
     UsageError,
+    apply_quick,
     _check_envs,
     _per_env,
     _positive_int,
@@ -106,8 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
+        apply_quick(parser, args, QUICK, sys.argv[1:] if argv is None else argv)
     return args
 
 

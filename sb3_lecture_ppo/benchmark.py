@@ -23,7 +23,7 @@ from typing import Any
 from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION, Cell
 from sb3_lecture_ppo.evaluation.contestants import CONTESTANTS, get_contestant
 
-DEFAULT_TIMESTEPS = {"CartPole-v1": 100_000, "HalfCheetah-v5": 1_000_000}
+DEFAULT_TIMESTEPS = {"CartPole-v1": 100_000, "HalfCheetah-v5": 1_000_000, "Pendulum-v1": 100_000}
 DEFAULT_EVAL_FREQ = {"CartPole-v1": 2_000, "HalfCheetah-v5": 10_000}
 EVALUATIONS_PER_RUN = 50
 """Evaluations of a run on an env without a default evaluation frequency."""
@@ -109,9 +109,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.quick:
-        for key, value in {**QUICK, **QUICK_EPISODES}.items():
-            setattr(args, key, value)
+        apply_quick(parser, args, {**QUICK, **QUICK_EPISODES}, sys.argv[1:] if argv is None else argv)
     return args
+
+
+def apply_quick(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Mapping[str, Any], argv: Sequence[str]
+) -> None:
+    """Set ``--quick``'s values, refusing in one line the options given beside it (in ``argv``) that it would override."""
+    given_options = {token.split("=")[0] for token in argv if token.startswith("--")}
+    given = [
+        action.dest for action in parser._actions if action.dest in settings and given_options & set(action.option_strings)
+    ]
+    if given:
+        options = ", ".join("--" + key.replace("_", "-") for key in given)
+        parser.exit(2, f"{parser.prog}: error: --quick sets {options} itself: drop --quick, or drop {options}\n")
+    for key, value in settings.items():
+        setattr(args, key, value)
 
 
 def _per_env(option: str, values: Sequence[str], env_ids: Sequence[str], default: Mapping[str, float]) -> dict[str, float]:

@@ -3,7 +3,7 @@ Train one of the lecture's algorithms with its defaults and print the evaluation
 
     python -m sb3_lecture_ppo.train --env CartPole-v1 --timesteps 100000
 
-For tuned hyperparameters, tuning and plots use the RL Zoo (see the README).
+For tuned hyperparameters, tuning and plots use the RL Zoo (see the docs' RL Zoo page).
 """
 
 import argparse

@@ -336,3 +336,13 @@ def test_a_killed_sweep_stops_its_training_processes(tmp_path):
         sweep.kill()
         for pid in filter(_alive, children):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("module", ["sb3_lecture_ppo.benchmark", "sb3_lecture_ppo.ablation"])
+def test_quick_with_an_option_it_sets_is_refused_in_one_line(module, tmp_path):
+    command = [sys.executable, "-m", module, "--quick", "--timesteps", "0", "--seeds", "3", "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "--quick sets --seeds, --timesteps itself: drop --quick, or drop --seeds, --timesteps" in result.stderr
+    assert not any(tmp_path.iterdir())

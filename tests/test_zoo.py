@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch as th
 import yaml
 
 from sb3_lecture_ppo import LectureActorCritic, LecturePPO
@@ -369,3 +370,8 @@ def test_the_lectures_code_ex1_configuration(tmp_path):
     assert model.clip_range(1.0) == 100.0 and model.learning_rate(1.0) == 1e-4
     assert model.n_steps * model.n_envs // model.seq_length == 64  # trajectories per update
     assert model.policy.hidden_size == 128 and not model.policy.ortho_init
+    # the lecture's torch.optim.Adam(params, lr=1e-4): torch's defaults, not SB3's eps=1e-5
+    assert isinstance(model.policy.optimizer, th.optim.Adam)
+    defaults = model.policy.optimizer.defaults
+    assert defaults["eps"] == 1e-8 and defaults["betas"] == (0.9, 0.999) and defaults["weight_decay"] == 0
+    assert not defaults["amsgrad"] and not defaults["maximize"]

@@ -99,14 +99,9 @@ def zoo_entry_name(entries: dict[str, Any], env_id: str) -> str | None:
     return max(versions)[1] if versions else None
 
 
-def _refuse_sde(params: dict[str, Any]) -> str:
-    if params.get("use_sde"):
-        raise ValueError("LecturePPO has no gSDE: SB3 PPO's zoo entry uses use_sde, pick another --envs.")
-    return SB3_POLICY
-
-
 def _lecture_in_ppo_settings(semantics: dict[str, Any]) -> dict[str, Any | Callable[[dict[str, Any]], Any]]:
-    return {"policy": _refuse_sde, **semantics}
+    # SB3 PPO's zoo entries' gSDE settings (use_sde, sde_sample_freq) carry over as they are
+    return {"policy": SB3_POLICY, **semantics}
 
 
 PAPER_MUJOCO: dict[str, Any] = dict(
