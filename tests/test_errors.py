@@ -78,3 +78,60 @@ def test_unsupported_action_space():
 def test_bad_hidden_size():
     with pytest.raises(ValueError, match="hidden_size=0"):
         LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs(policy_kwargs=dict(hidden_size=0)))
+
+
+class NonFiniteEnv(gym.Env):
+    """Finite for ``bad_step - 1`` steps, then NaN or inf in the chosen field."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, field: str, bad_step: int = 5, value: float = float("nan")):
+        self.field, self.bad_step, self.value = field, bad_step, value
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        observation = np.zeros(2, dtype=np.float32)
+        if self.field == "reset":
+            observation[0] = self.value
+        return observation, {}
+
+    def step(self, action):
+        self.t += 1
+        bad = self.t == self.bad_step
+        observation = np.full(2, self.value if bad and self.field == "observation" else 0.0, dtype=np.float32)
+        reward = self.value if bad and self.field == "reward" else 1.0
+        terminated = bad and self.field == "terminal"
+        if terminated:
+            observation[:] = self.value
+        return observation, reward, terminated, False, {}
+
+
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ("observation", "env 1 returned a non-finite observation at step 10"),
+        ("reward", "env 1 returned a non-finite reward at step 10"),
+        ("terminal", "env 1 returned a non-finite terminal observation"),
+        ("reset", "env 0 returned a non-finite observation at step 0"),
+    ],
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_from_the_env_stops_training_naming_env_step_and_field(tmp_path, field, message, value):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_lecture_ppo.common.on_policy_algorithm import NonFiniteEnvValueError
+
+    good = NonFiniteEnv(field, bad_step=10**6)
+    env = DummyVecEnv([lambda: good, lambda: NonFiniteEnv(field, bad_step=5, value=value)])
+    if field == "reset":
+        env = DummyVecEnv([lambda: NonFiniteEnv(field, value=value), lambda: good])
+    model = LecturePPO("MlpPolicy", env, **tiny_kwargs())
+    model.save(tmp_path / "good")
+    before = (tmp_path / "good.zip").read_bytes()
+    with pytest.raises(NonFiniteEnvValueError, match=message) as error:
+        model.learn(64)
+    assert "\n" not in str(error.value)
+    for param in model.policy.parameters():
+        assert np.isfinite(param.detach().numpy()).all()
+    assert (tmp_path / "good.zip").read_bytes() == before

@@ -299,6 +299,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: SegmentRolloutBuffer, n_rollout_steps: int
     ) -> bool:
         assert self._last_obs is not None, "No previous observation was provided"
+        check_finite(self._last_obs, "observation", self.num_timesteps)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         if self.use_sde:
@@ -321,6 +322,8 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
 
             new_obs, rewards, dones, infos = env.step(env_actions)
             self.num_timesteps += env.num_envs
+            check_finite(new_obs, "observation", self.num_timesteps)
+            check_finite(rewards, "reward", self.num_timesteps)
             callback.update_locals(locals())
             if not callback.on_step():
                 return False
@@ -678,6 +681,31 @@ def _check_integer(name: str, value: object) -> None:
         raise ValueError(f"{name}={value!r} must be a positive integer.")
 
 
+class NonFiniteEnvValueError(ValueError):
+    """An env returned NaN or inf in an observation or a reward."""
+
+
+def check_finite(values: Any, field: str, step: int | None, env_index: int | None = None) -> None:
+    """
+    Stop, naming the env, the step and the field, where an env's observation (an array, or a dict of them) or
+    reward holds NaN or inf: before it reaches the network, the buffer's maths or a saved model. One vectorized
+    check per step (integer observations, which cannot hold NaN, are skipped).
+    """
+    arrays = values.items() if isinstance(values, dict) else [(None, values)]
+    for key, array in arrays:
+        array = np.asarray(array)
+        if array.dtype.kind != "f" or np.isfinite(array).all():
+            continue
+        if env_index is None:  # the first env (row of the batch) with a non-finite value
+            env_index = int(np.flatnonzero((~np.isfinite(array.reshape(len(array), -1))).any(axis=1))[0])
+        name = field if key is None else f"{field} {key!r}"
+        when = "" if step is None else f" at step {step}"
+        raise NonFiniteEnvValueError(
+            f"env {env_index} returned a non-finite {name}{when}: fix the env (or wrap it in SB3's VecCheckNan to find "
+            "the action that caused it); training stopped before the value reached the network."
+        )
+
+
 def _check_dict_subspaces(algorithm: str, observation_space: spaces.Dict) -> None:
     """Refuse a Dict observation space with a subspace that SB3's ``CombinedExtractor`` cannot flatten."""
     for key, subspace in observation_space.spaces.items():
@@ -707,6 +735,7 @@ def _true_next_observations(
                 "(DummyVecEnv / SubprocVecEnv / make_vec_env), which records the true final observation."
             )
         set_observation(next_obs, int(env_index), info["terminal_observation"])
+        check_finite(info["terminal_observation"], "terminal observation", None, env_index=int(env_index))
         terminated[env_index] = not info.get("TimeLimit.truncated", False)
     return next_obs, terminated
 

@@ -11,9 +11,12 @@ period (its worker died) is failed by the next worker that looks, and Optuna's
 trial (user attribute ``run``), so that any machine can write the report from the study alone.
 """
 
+import contextlib
+import importlib.util
+import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +34,54 @@ MAX_RETRY = 3
 """Reruns of a cell whose worker died (or whose run failed) before it is given up."""
 
 
+SCHEMA_ATTEMPTS = 8
+"""Tries at opening an RDB storage whose schema other workers are creating at the same moment."""
+
+
 class StorageError(ValueError):
-    """The storage could not be opened, or holds another sweep under the study name."""
+    """The storage could not be opened or was lost, or holds another sweep under the study name."""
 
 
 def open_storage(url: str) -> BaseStorage:
-    """An RDB storage for a URL (``postgresql://...``, ``sqlite:///...``), else a journal file at that path."""
+    """
+    An RDB storage for a URL (``postgresql://...``, ``sqlite:///...``), else a journal file at that path.
+    ``postgresql://`` uses psycopg (3) where psycopg2 is not installed (the ``[distributed]`` extra installs psycopg).
+    """
     try:
         if "://" in url:
-            return optuna.storages.RDBStorage(url)
+            return _open_rdb_storage(_with_installed_driver(url))
         path = Path(url)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"no folder {path.parent}")
         return JournalStorage(JournalFileBackend(str(path)))
     except Exception as error:  # a storage fails in many ways (driver missing, refused, bad path): one message
         raise StorageError(f"--storage {url}: cannot be opened ({type(error).__name__}: {error})") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """SQLAlchemy's default PostgreSQL driver is psycopg2: name psycopg (3) instead where only it is installed."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        if importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _open_rdb_storage(url: str, attempts: int = SCHEMA_ATTEMPTS) -> BaseStorage:
+    """
+    ``RDBStorage(url)``, retried where workers started at the same moment race to create Optuna's schema on a
+    fresh database (PostgreSQL: "duplicate key value violates unique constraint pg_type_typname_nsp_index"):
+    the creation is idempotent (it checks what exists), so the loser's retry finds the winner's tables.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_cell_study(storage: BaseStorage, study_name: str, cells: Sequence[Cell], wait_seconds: float = 60.0) -> optuna.Study:
@@ -135,7 +171,10 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while True:
-            self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            try:
+                self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            except Exception:  # the storage is gone: stop beating; the worker meets the error at its next call
+                return
             if self._stop.wait(self.interval):
                 return
 
@@ -233,15 +272,36 @@ def run_sweep(
         return run_cells(cells, out_dir, jobs=jobs, show_progress=show_progress)
     if not study_name:
         raise StorageError("--storage needs --study-name: the name every worker of the sweep uses")
-    study = open_cell_study(open_storage(storage), study_name, cells)
 
     def run(cell: Cell) -> dict[str, Any] | None:
         failed = run_cells([cell], out_dir, jobs=1, show_progress=show_progress)
         return None if failed else load_run(run_path(out_dir, cell))
 
-    run_worker(study, cells, run, score, heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds)
-    for cell_id, record in finished_runs(study).items():  # runs that other workers trained
+    with storage_lost_is_one_line(storage):
+        study = open_cell_study(open_storage(storage), study_name, cells)
+        run_worker(study, cells, run, score, heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds)
+        records = finished_runs(study)
+    for cell_id, record in records.items():  # runs that other workers trained
         cell = next(cell for cell in cells if cell.id == cell_id)
         if load_run(run_path(out_dir, cell)) is None:
             write_json_atomically(run_path(out_dir, cell), record)
     return []
+
+
+@contextlib.contextmanager
+def storage_lost_is_one_line(url: str) -> Iterator[None]:
+    """
+    A storage that goes away mid-sweep (the database stopped, the network cut) as one :class:`StorageError` naming
+    it. Nothing finished is lost: each run file is on disk, each completed trial in the study; restart the database
+    and the workers, and the cells that were running then are rerun once their heartbeat is stale.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise StorageError(
+            f"--storage {url}: lost the storage ({type(error).__name__}: {reason}); finished runs are kept: "
+            "restart the database and the same command resumes"
+        ) from None
