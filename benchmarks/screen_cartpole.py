@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from sb3_lecture_ppo.evaluation.cells import Cell
-from sb3_lecture_ppo.evaluation.report import plot_final_returns, steps_to_threshold
+from sb3_lecture_ppo.evaluation.report import falls_after_reach, plot_final_returns, steps_to_threshold
 from sb3_lecture_ppo.evaluation.runner import StaleRunsError, load_run, refuse_stale_runs, run_cells, run_path
 
 THRESHOLD = 475.0
+FALL_LEVEL = 400.0  # an evaluation below it after the first reach of 475 is a fall a user watching would see
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ppo": ("ppo", {}),  # SB3 PPO, the zoo's entry
     "lead": ("lecture_ppo:lecture", {}),  # the zoo's PPO settings and network, the lecture's semantics
@@ -78,17 +79,26 @@ def first_reach(evaluations: dict[str, list[float]], threshold: float = THRESHOL
     return steps_to_threshold(evaluations["timesteps"], evaluations["mean"], threshold)[0]
 
 
-def print_final_table(rows: list[dict[str, Any]]) -> None:
-    """Each variant's final evaluations of whole-budget runs: does the return stay at 500 once reached?"""
-    print("\n| variant | final evaluation (100 episodes, each seed) | median | seeds ending below 475 |")
-    print("|---|---|---|---|")
-    finals: dict[str, list[float]] = {}
+def print_final_table(rows: list[dict[str, Any]], budget: int) -> None:
+    """Each variant's whole-budget runs: does the return stay at 500 once reached?"""
+    print(
+        "\n| variant | final evaluation (100 episodes, each seed) | median | seeds ending below 475 "
+        f"| steps from which it stays >= 475 (median) | seeds falling below {FALL_LEVEL:g} after the first reach |"
+    )
+    print("|---|---|---|---|---|---|")
+    by_variant: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        finals.setdefault(row["variant"], []).append(row["final"])
-    for name, values in finals.items():
-        each = " / ".join(f"{value:.1f}" for value in values)
-        below = sum(value < THRESHOLD for value in values)
-        print(f"| `{name}` | {each} | {statistics.median(values):.1f} | {below} of {len(values)} |")
+        by_variant.setdefault(row["variant"], []).append(row)
+    for name, group in by_variant.items():
+        finals = [row["final"] for row in group]
+        each = " / ".join(f"{value:.1f}" for value in finals)
+        below = sum(value < THRESHOLD for value in finals)
+        stays = statistics.median(budget if row.get("stays") is None else row["stays"] for row in group)
+        falls = sum(bool(row.get("falls")) for row in group)
+        print(
+            f"| `{name}` | {each} | {statistics.median(finals):.1f} | {below} of {len(finals)} | {stays:,.0f} "
+            f"| {falls} of {len(group)} |"
+        )
 
 
 def main() -> None:
@@ -123,7 +133,18 @@ def main() -> None:
             if (run := load_run(run_path(args.out, cell))) is not None:
                 evaluations = run["evaluations"]
                 final = run["final_evaluation"]["mean"]
-                rows.append({"variant": name, "seed": seed, "first_reach": first_reach(evaluations), "final": final})
+                _, stays = steps_to_threshold(evaluations["timesteps"], evaluations["mean"], THRESHOLD)
+                falls = falls_after_reach(evaluations["mean"], THRESHOLD, FALL_LEVEL)
+                rows.append(
+                    {
+                        "variant": name,
+                        "seed": seed,
+                        "first_reach": first_reach(evaluations),
+                        "final": final,
+                        "stays": stays,
+                        "falls": falls,
+                    }
+                )
     budget = max([args.timesteps, *(row["first_reach"] or 0 for row in rows)])
     steps: dict[str, list[float]] = {}
     for row in rows:
@@ -135,7 +156,7 @@ def main() -> None:
         each = " / ".join("-" if step is None else f"{step:,}" for step in reached)
         print(f"| `{name}` | {len(values)} | {each} | {statistics.median(values):,.0f} |")
     if args.full:
-        print_final_table(rows)
+        print_final_table(rows, budget)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.plot is not None:

@@ -32,6 +32,7 @@ from sb3_lecture_ppo.benchmark import (
     apply_quick,
     _check_envs,
     _per_env,
+    _positive_float,
     _positive_int,
     check_output_folder,
     check_stale_runs,
@@ -91,9 +92,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="local runs at a time (one process each)")
     parser.add_argument("--storage", default=None, help="Optuna storage shared by the workers: a journal file or an RDB URL")
     parser.add_argument("--study-name", default=None, help="the sweep's study name on --storage")
-    parser.add_argument("--heartbeat", type=float, default=30.0, help="seconds between a worker's signs of life")
     parser.add_argument(
-        "--grace", type=float, default=120.0, help="seconds without a sign of life after which a cell is rerun elsewhere"
+        "--heartbeat", type=_positive_float("--heartbeat"), default=30.0, help="seconds between a worker's signs of life"
+    )
+    parser.add_argument(
+        "--grace",
+        type=_positive_float("--grace"),
+        default=120.0,
+        help="seconds without a sign of life after which a cell is rerun elsewhere (longer than --heartbeat)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="CartPole-v1 and Pendulum-v1, 2 seeds, 12k steps (--jobs 2 on 2 cores)"
@@ -260,6 +266,9 @@ def _table(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.grace <= args.heartbeat:
+        print(f"ablation: error: --grace {args.grace:g} must be longer than --heartbeat {args.heartbeat:g}", file=sys.stderr)
+        return 2
     try:
         cells, settings = sweep_cells(args)
         check_output_folder(args.out, settings, args.overwrite)

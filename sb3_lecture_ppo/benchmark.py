@@ -14,6 +14,7 @@ Writes into OUT: ``results.json`` (every run), ``results.md`` (the table), ``cur
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,8 @@ from sb3_lecture_ppo.evaluation.contestants import CONTESTANTS, get_contestant
 
 DEFAULT_TIMESTEPS = {"CartPole-v1": 100_000, "HalfCheetah-v5": 1_000_000, "Pendulum-v1": 100_000}
 DEFAULT_EVAL_FREQ = {"CartPole-v1": 2_000, "HalfCheetah-v5": 10_000}
+FALL_LEVELS = {"CartPole-v1": 400.0}
+"""Per env, the return below which an evaluation after the first reach of the threshold counts as falling back."""
 EVALUATIONS_PER_RUN = 50
 """Evaluations of a run on an env without a default evaluation frequency."""
 
@@ -37,6 +40,19 @@ OUTPUTS = ("results.json", "results.md", "curves.png", "training_curves.png", "f
 
 class UsageError(ValueError):
     """Bad command-line input: reported as one line naming the option."""
+
+
+def _positive_float(option: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{option} must be a positive number of seconds, got {text!r}")
+        return value
+
+    return parse
 
 
 def _positive_int(option: str, minimum: int = 1) -> Any:
@@ -214,9 +230,15 @@ def check_output_folder(out: Path, settings: dict[str, dict[str, Any]], overwrit
     saved: dict[str, Any] = {}
     if path.exists():
         try:
-            saved = json.loads(path.read_text())["settings"]
+            saved_file = json.loads(path.read_text())
+            saved = saved_file["settings"]
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"--out: {path} is not a benchmark settings file: pick another --out") from None
+        if saved_file.get("format_version") != RESULTS_FORMAT_VERSION:
+            raise UsageError(
+                f"--out: {path} is results format {saved_file.get('format_version')}, this version reads and writes "
+                f"format {RESULTS_FORMAT_VERSION}: pick another --out"
+            )
     conflicts = [env_id for env_id in settings if env_id in saved and saved[env_id] != settings[env_id]]
     if conflicts and not overwrite:
         env_id = conflicts[0]
@@ -233,8 +255,10 @@ def check_output_folder(out: Path, settings: dict[str, dict[str, Any]], overwrit
 
 def check_stale_runs(cells: Sequence[Cell], out: Path, overwrite: bool) -> None:
     """Refuse finished runs that trained with other hyperparameters than their entry gives now, unless ``overwrite``."""
-    from sb3_lecture_ppo.evaluation.runner import run_path, stale_cells
+    from sb3_lecture_ppo.evaluation.runner import other_format_message, run_path, stale_cells
 
+    if (message := other_format_message(cells, out)) is not None:
+        raise UsageError(f"--out: {message}")
     stale = stale_cells(cells, out)
     if stale and not overwrite:
         raise UsageError(
@@ -258,7 +282,7 @@ def write_report(cells: Sequence[Cell], out: Path, thresholds: dict[str, float])
     from sb3_lecture_ppo.evaluation.runner import load_run, run_path
 
     runs = [run for cell in cells if (run := load_run(run_path(out, cell))) is not None]
-    rows = summarize(runs, thresholds)
+    rows = summarize(runs, thresholds, FALL_LEVELS)
     (out / "results.json").write_text(json.dumps({"summary": rows, "runs": runs}, indent=1))
     header = f"# Benchmark: {len(runs)} of {len(cells)} runs finished\n\n"
     (out / "results.md").write_text(header + (markdown_table(rows) if rows else "No finished run yet.\n"))

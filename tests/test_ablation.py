@@ -59,6 +59,7 @@ def test_normalized_scores_random_zero_best_one():
             "--storage /no/such/folder/study.log: cannot be opened",
         ),
         (["--storage", "STORAGE"], "--storage needs --study-name"),
+        (["--heartbeat", "10", "--grace", "5"], "--grace 5 must be longer than --heartbeat 10"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(capsys, tmp_path, args, message):
@@ -138,3 +139,11 @@ def test_quick_ablation_writes_every_output(tmp_path):
     table = (out / "results.md").read_text()
     assert all(row in table for row, _ in ablation.PAPER_TABLE.values())
     assert json.loads((out / "random_scores.json").read_text()).keys() == {"CartPole-v1", "Pendulum-v1"}
+
+
+@pytest.mark.parametrize("option", ["--heartbeat", "--grace"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "soon"])
+def test_non_positive_seconds_are_refused_naming_the_option(capsys, option, value):
+    with pytest.raises(SystemExit):
+        ablation.parse_args([option, value])
+    assert f"{option} must be a positive number of seconds, got '{value}'" in capsys.readouterr().err

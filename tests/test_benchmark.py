@@ -17,6 +17,7 @@ from sb3_lecture_ppo import benchmark
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.contestants import SB3_POLICY, get_contestant, zoo_entry_name
 from sb3_lecture_ppo.evaluation.report import (
+    falls_after_reach,
     final_return_panels,
     markdown_table,
     plot_final_returns,
@@ -141,6 +142,21 @@ def test_summary_medians_spreads_and_ratios():
     assert ours["steps_to_threshold"]["median"] == 150 and ours["steps_to_stay_above_threshold"]["missing"] == 1
     table = markdown_table(list(rows.values()))
     assert "1 not reached" in table and "(1.27x)" in table  # 1400 / 1100 steps per CPU-second
+
+
+def test_seeds_falling_back_after_the_first_reach_are_counted():
+    runs = [
+        synthetic_run("ppo", 0, [500, 380, 500], 1000),  # reaches, falls below 400, recovers: counts
+        synthetic_run("ppo", 1, [500, 450, 500], 1000),  # dips under 475 but not under 400: does not count
+        synthetic_run("ppo", 2, [390, 0, 0], 1000),  # never reaches: does not count
+    ]
+    assert falls_after_reach([0, 500, 380, 500], 475, 400) is True
+    assert falls_after_reach([390, 0], 475, 400) is None
+    (row,) = summarize(runs, {"CartPole-v1": 475}, {"CartPole-v1": 400})
+    assert row["seeds_falling_after_reach"] == 1
+    assert "| 1 of 3 (below 400) |" in markdown_table([row])
+    (row,) = summarize(runs, {"CartPole-v1": 475})
+    assert row["seeds_falling_after_reach"] is None
 
 
 def test_final_returns_per_env_and_contestant_one_value_per_seed(tmp_path):
@@ -346,3 +362,20 @@ def test_quick_with_an_option_it_sets_is_refused_in_one_line(module, tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "--quick sets --seeds, --timesteps itself: drop --quick, or drop --seeds, --timesteps" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_folder_of_another_results_format_is_refused_with_the_versions(capsys, tmp_path):
+    from sb3_lecture_ppo import benchmark
+    from sb3_lecture_ppo.evaluation.runner import run_path
+
+    out = tmp_path / "out"
+    args = ["--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "1", "--timesteps", "64", "--out", str(out)]
+    cells, _ = benchmark.sweep_cells(benchmark.parse_args(args))
+    path = run_path(out, cells[0])
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"format_version": 0, "cell_id": cells[0].id}))
+    assert benchmark.main([*args, "--report-only"]) == 2
+    error = capsys.readouterr().err
+    assert "is results format 0, this version of sb3_lecture_ppo reads and writes format 1" in error
+    assert error.count("\n") == 1
+    assert json.loads(path.read_text())["format_version"] == 0  # nothing overwritten

@@ -135,3 +135,42 @@ def test_nan_or_inf_from_the_env_stops_training_naming_env_step_and_field(tmp_pa
     for param in model.policy.parameters():
         assert np.isfinite(param.detach().numpy()).all()
     assert (tmp_path / "good.zip").read_bytes() == before
+
+
+@pytest.mark.parametrize("entry_point", ["init", "set_env", "load"])
+def test_an_env_argument_that_is_not_an_env_says_what_it_got(tmp_path, entry_point):
+    model = LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs())
+    model.save(tmp_path / "model")
+    calls = {
+        "init": lambda: LecturePPO("MlpPolicy", 42, **tiny_kwargs()),
+        "set_env": lambda: model.set_env(42),
+        "load": lambda: LecturePPO.load(tmp_path / "model", env=42),
+    }
+    with pytest.raises(TypeError, match=r"env=42 \(int\) is not an environment: pass a gymnasium.Env, an SB3 VecEnv"):
+        calls[entry_point]()
+
+
+def test_load_and_set_env_name_the_models_space_and_the_envs(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    model = LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs())
+    model.save(tmp_path / "model")
+    with pytest.raises(
+        ValueError, match=r"^load: observation spaces do not match: the model in .* has Box\(.*\(4,\).*the env has Box\("
+    ):
+        LecturePPO.load(tmp_path / "model", env=make_vec_env("Pendulum-v1"))
+    with pytest.raises(
+        ValueError, match=r"^set_env: observation spaces do not match: the model has .*\(4,\).*the env has .*\(3,\)"
+    ):
+        model.set_env(make_vec_env("Pendulum-v1"))
+
+
+def test_load_takes_an_env_id_as_the_constructor_does(tmp_path):
+    LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs()).save(tmp_path / "model")
+    LecturePPO.load(tmp_path / "model", env="CartPole-v1").learn(32)
+
+
+def test_learn_without_an_env_says_how_to_give_one(tmp_path):
+    LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs()).save(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"learn\(\) needs an env.*set_env"):
+        LecturePPO.load(tmp_path / "model").learn(32)

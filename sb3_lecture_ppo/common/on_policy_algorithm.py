@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -27,6 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_lecture_ppo.common.atari import missing_ale_message, register_ale_envs
 from sb3_lecture_ppo.common.buffers import ADVANTAGE_SCOPES, SegmentRolloutBuffer
+from sb3_lecture_ppo.common.files import write_atomically
 from sb3_lecture_ppo.common.distributions import (
     ActionTerms,
     SampledActions,
@@ -110,6 +112,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        _check_env_argument("env", env)
         if isinstance(env, str):
             if (message := missing_ale_message(env)) is not None:
                 raise ImportError(message)
@@ -603,6 +606,26 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     # -------------------------------------------------------------- save/load
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        SB3's ``save``; to a path, atomically: the zip is written beside it and renamed over it, so that a process
+        killed while saving leaves the previous model or the new one, never a broken file.
+        """
+        if not isinstance(path, (str, pathlib.Path)):
+            super().save(path, exclude, include)
+            return
+        target = pathlib.Path(path)
+        if target.suffix == "":
+            target = target.with_name(target.name + ".zip")  # SB3's default suffix
+        buffer = io.BytesIO()
+        super().save(buffer, exclude, include)
+        write_atomically(target, lambda file: file.write(buffer.getvalue()), binary=True)
+
     @classmethod
     def load(  # type: ignore[override]
         cls: type[SelfLectureOnPolicyAlgorithm],
@@ -622,7 +645,54 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             origin = "not saved by sb3_lecture_ppo" if saved_by is None else f"saved by {saved_by}"
             fix = f"load it with {saved_by}.load" if saved_by else "load it with the class that saved it"
             raise ValueError(f"{path!s} is {origin}, not by {cls.__name__}: {fix}.")
-        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        _check_env_argument("env", env)
+        if isinstance(env, str):  # as the constructor does (SB3's load takes env objects only)
+            env = maybe_make_env(env, verbose=0)
+        with _spaces_named("load", "the model in " + str(path)):
+            return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, saying what it got where that is not an env, and naming both spaces where they differ."""
+        _check_env_argument("env", env)
+        if isinstance(env, str):
+            env = maybe_make_env(env, verbose=0)
+        with _spaces_named("set_env", "the model"):
+            super().set_env(env, force_reset)
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if self.env is None:
+            raise ValueError(
+                f"{type(self).__name__}.learn() needs an env: this model has none (loaded without one?); pass env= to "
+                "load(), or call set_env(env) first."
+            )
+        return super()._setup_learn(*args, **kwargs)
+
+
+def _check_env_argument(argument: str, env: object) -> None:
+    """Refuse, in one line, an ``env`` that is neither None, an env id, nor an env (gymnasium's or an SB3 VecEnv)."""
+    if env is None or isinstance(env, str) or (hasattr(env, "observation_space") and hasattr(env, "action_space")):
+        return
+    raise TypeError(
+        f"{argument}={env!r} ({type(env).__name__}) is not an environment: pass a gymnasium.Env, an SB3 VecEnv or a "
+        "registered env id such as 'CartPole-v1'."
+    )
+
+
+@contextlib.contextmanager
+def _spaces_named(entry_point: str, model: str) -> Iterator[None]:
+    """SB3's "X spaces do not match: A != B" as one line that says which space is the model's and which the env's."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        kind, separator, spaces_text = message.partition(" spaces do not match: ")
+        if not separator or " != " not in spaces_text:
+            raise
+        model_space, env_space = spaces_text.split(" != ", 1)
+        raise ValueError(
+            f"{entry_point}: {kind.lower()} spaces do not match: {model} has {model_space}, the env has {env_space}; "
+            "use an env with the model's spaces, or train a new model for this env."
+        ) from None
 
 
 @contextlib.contextmanager

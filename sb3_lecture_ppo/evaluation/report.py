@@ -31,6 +31,17 @@ def steps_to_threshold(timesteps: Sequence[int], means: Sequence[float], thresho
     return first, stays
 
 
+def falls_after_reach(means: Sequence[float], threshold: float, level: float) -> bool | None:
+    """
+    Whether an evaluation after the first one at or above ``threshold`` falls below ``level`` (a collapse a user
+    watching the printout would see); None where the threshold is never reached.
+    """
+    first = next((index for index, mean in enumerate(means) if mean >= threshold), None)
+    if first is None:
+        return None
+    return any(mean < level for mean in means[first + 1 :])
+
+
 def _spread(values: Sequence[float | int | None]) -> dict[str, Any]:
     """Median, min and max of the values that exist, and how many are missing."""
     present = [float(value) for value in values if value is not None]
@@ -56,13 +67,20 @@ def group_runs(runs: Sequence[Run], label: Callable[[Run], str] = contestant_lab
     return dict(groups)
 
 
-def summarize(runs: Sequence[Run], thresholds: dict[str, float]) -> list[dict[str, Any]]:
-    """One row per contestant and env (see the module docstring)."""
+def summarize(
+    runs: Sequence[Run], thresholds: dict[str, float], fall_levels: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """
+    One row per contestant and env (see the module docstring). ``fall_levels``: per env, the return below which an
+    evaluation after the first reach of the threshold counts as a fall (:func:`falls_after_reach`).
+    """
     rows = []
     for (contestant, env_id), group in group_runs(runs).items():
         threshold = thresholds.get(env_id)
+        fall_level = (fall_levels or {}).get(env_id)
         first: list[int | None] = []
         stays: list[int | None] = []
+        falls: list[bool | None] = []
         for run in group:
             evaluations = run["evaluations"]
             if threshold is None:
@@ -72,6 +90,8 @@ def summarize(runs: Sequence[Run], thresholds: dict[str, float]) -> list[dict[st
             reach, stay = steps_to_threshold(evaluations["timesteps"], evaluations["mean"], threshold)
             first.append(reach)
             stays.append(stay)
+            if fall_level is not None:
+                falls.append(falls_after_reach(evaluations["mean"], threshold, fall_level))
         rows.append(
             {
                 "contestant": contestant,
@@ -83,6 +103,8 @@ def summarize(runs: Sequence[Run], thresholds: dict[str, float]) -> list[dict[st
                 "final_evaluations": [run["final_evaluation"]["mean"] for run in group],
                 "steps_to_threshold": _spread(first),
                 "steps_to_stay_above_threshold": _spread(stays),
+                "fall_level": fall_level if falls else None,
+                "seeds_falling_after_reach": sum(bool(fall) for fall in falls) if falls else None,
                 "env_steps_per_cpu_second": _spread([run["env_steps_per_cpu_second"] for run in group]),
                 "peak_rss_mb": _spread([run["peak_rss_mb"] for run in group]),
                 "buffer_bytes_per_transition": _spread([run["buffer_bytes_per_transition"] for run in group]),
@@ -105,6 +127,12 @@ def _format_spread(spread: dict[str, Any], digits: int = 0, scale: float = 1.0) 
     return text
 
 
+def _format_falls(row: dict[str, Any]) -> str:
+    if row.get("seeds_falling_after_reach") is None:
+        return "-"
+    return f"{row['seeds_falling_after_reach']} of {len(row['seeds'])} (below {row['fall_level']:g})"
+
+
 def _ratio(row: dict[str, Any], reference: dict[str, Any] | None, key: str) -> str:
     if reference is None or row[key]["median"] is None or not reference[key]["median"]:
         return ""
@@ -118,8 +146,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], reference: str = "ppo") -> st
         f"Median (min-max) over seeds. Ratios in parentheses after a median are to `{reference}` on the same env.",
         "",
         "| env | algorithm | seeds | steps | final evaluation | steps to first reach threshold | steps until it stays "
-        "| env steps per CPU-second | peak RSS (MB) | buffer bytes / transition | pad fraction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| seeds falling back after the first reach | env steps per CPU-second | peak RSS (MB) | buffer bytes / transition "
+        "| pad fraction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         reference_row = by_key.get((reference, row["env_id"]))
@@ -128,7 +157,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], reference: str = "ppo") -> st
             f"| {row['env_id']}{threshold} | `{row['contestant']}` | {len(row['seeds'])} | {row['timesteps']:,} "
             f"| {_format_spread(row['final_evaluation'], 1)} "
             f"| {_format_spread(row['steps_to_threshold'])}{_ratio(row, reference_row, 'steps_to_threshold')} "
-            f"| {_format_spread(row['steps_to_stay_above_threshold'])} "
+            f"| {_format_spread(row['steps_to_stay_above_threshold'])} | {_format_falls(row)} "
             f"| {_format_spread(row['env_steps_per_cpu_second'])}{_ratio(row, reference_row, 'env_steps_per_cpu_second')} "
             f"| {_format_spread(row['peak_rss_mb'])} | {_format_spread(row['buffer_bytes_per_transition'])} "
             f"| {_format_spread(row['pad_fraction'], 3)} |"

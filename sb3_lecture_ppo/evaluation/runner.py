@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_lecture_ppo.common.files import write_atomically
+
 from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION, Cell
 from sb3_lecture_ppo.evaluation.contestants import get_contestant
 
@@ -55,11 +57,7 @@ def log_path(out_dir: Path, cell: Cell) -> Path:
 
 def write_json_atomically(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as file:
-        json.dump(data, file, indent=1, default=str)
-        temporary = Path(file.name)
-    os.replace(temporary, path)
+    write_atomically(path, lambda file: json.dump(data, file, indent=1, default=str))
 
 
 def load_run(path: Path) -> dict[str, Any] | None:
@@ -359,8 +357,29 @@ class StaleRunsError(ValueError):
     """An output folder holds finished runs that trained with other hyperparameters than their entry gives now."""
 
 
+def other_format_message(cells: Iterable[Cell], out_dir: Path) -> str | None:
+    """Why ``out_dir`` cannot be resumed where a cell's run file has another results-format version; else None."""
+    for cell in cells:
+        try:
+            version = json.loads(run_path(out_dir, cell).read_text()).get("format_version")
+        except (OSError, ValueError, AttributeError):
+            continue  # missing or unreadable (rerun): nothing finished of another version
+        if version != RESULTS_FORMAT_VERSION:
+            return (
+                f"{run_path(out_dir, cell)} is results format {version}, this version of sb3_lecture_ppo reads and "
+                f"writes format {RESULTS_FORMAT_VERSION}: use another output folder (or move those runs away)"
+            )
+    return None
+
+
 def refuse_stale_runs(cells: Iterable[Cell], out_dir: Path) -> None:
-    """Raise :class:`StaleRunsError` if any cell's finished run in ``out_dir`` is stale (see :func:`stale_cells`)."""
+    """
+    Raise :class:`StaleRunsError` if any cell's finished run in ``out_dir`` is stale (see :func:`stale_cells`)
+    or of another results-format version (it would be retrained over, its results lost).
+    """
+    cells = list(cells)
+    if (message := other_format_message(cells, out_dir)) is not None:
+        raise StaleRunsError(message)
     if stale := stale_cells(cells, out_dir):
         raise StaleRunsError(
             f"{out_dir} holds {len(stale)} finished runs whose zoo entry has changed since they trained "
