@@ -1,0 +1,367 @@
+"""
+Many LecturePPO runs trained as one population in one process.
+
+On a small network most of a run's CPU time is per-call overhead, not arithmetic. K runs that share a network
+shape, an env and a rollout shape share every call here: each parameter is stacked with a leading member
+dimension and the networks run once for all members (``torch.func.functional_call`` under ``torch.func.vmap``);
+one Adam steps the stacked tensors (Adam is elementwise: K independent Adams); gradients are clipped per member.
+Each member keeps its own env and VecNormalize statistics, rollout buffer, minibatch draws (its own NumPy random
+state), learning-rate schedule, clip range and adaptive KL coefficient.
+
+The maths is the package's: a member's rollout advantages come from its own
+:class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer`, its loss from
+:meth:`~sb3_lecture_ppo.common.on_policy_algorithm.LectureOnPolicyAlgorithm._minibatch_loss` run with the
+member's parameters, and its objective settings enter as tensors: every member runs the clipped surrogate minus
+the KL penalty, with epsilon = inf where it does not clip (then ``clip(r) = r``) and beta = 0 where it has no
+KL penalty. A member's update equals the update of the same LecturePPO trained alone from the same weights and
+data (``tests/test_population.py``).
+
+This version trains the PPO paper's setting: advantages over each env's rollout computed once
+(``advantage_scope="rollout"``, ``recompute_advantage=False``) on one-step segments (``seq_length=1``), so that
+every member's minibatches have the same size.
+"""
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+import numpy as np
+import torch as th
+from torch import nn
+from torch.func import functional_call, vmap
+
+from sb3_lecture_ppo.common.distributions import sample_actions
+from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
+from sb3_lecture_ppo.common.on_policy_algorithm import _true_next_observations, check_finite
+from sb3_lecture_ppo.common.policies import actor_latent_and_values
+from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
+from sb3_lecture_ppo.ppo.ppo import LecturePPO
+
+SHARED_SETTINGS = (
+    "n_steps",
+    "batch_size",
+    "n_epochs",
+    "n_envs",
+    "seq_length",
+    "advantage_scope",
+    "recompute_advantage",
+    "value_target",
+    "sampling",
+    "normalize_advantage",
+    "vf_coef",
+    "pg_coef",
+    "ent_coef",
+    "gamma",
+    "gae_lambda",
+    "clip_range_vf",
+    "target_kl",
+    "use_sde",
+    "max_grad_norm",
+)
+"""Settings every member must share: they change a shape or the code path of an update."""
+
+STATS = ("loss", "approx_kl", "policy_gradient_loss", "value_loss", "entropy_loss", "kl", "clip_fraction")
+
+
+class PopulationError(ValueError):
+    """Members that cannot train as one population, named with the setting that differs."""
+
+
+class _MemberLoss(nn.Module):
+    """``functional_call`` target: the template model's minibatch loss with the parameters it is called with."""
+
+    def __init__(self, template: LecturePPO) -> None:
+        super().__init__()
+        self.policy = template.policy
+        self.template = template
+
+    def forward(self, fields: tuple[th.Tensor, ...], clip_range: th.Tensor, kl_coef: th.Tensor) -> tuple[th.Tensor, ...]:
+        batch = MinibatchSteps._make((*fields, None))  # the minibatch of the paper setting has no segment layout
+        template = self.template
+        saved = template.objective, template._current_clip_range, template._current_kl_coef
+        # every member runs the clipped surrogate minus the KL penalty; its epsilon and beta say which it is
+        template.objective = "clip_kl_fixed"
+        template._current_clip_range = clip_range  # type: ignore[assignment]
+        template._current_kl_coef = kl_coef  # type: ignore[assignment]
+        try:
+            stats: dict[str, list[th.Tensor]] = {name: [] for name in STATS}
+            loss, approx_kl = template._minibatch_loss(batch, stats)
+        finally:
+            template.objective, template._current_clip_range, template._current_kl_coef = saved
+        return loss, approx_kl, *(stats[name][-1] for name in STATS[2:])
+
+
+class _MemberAct(nn.Module):
+    """``functional_call`` target: actions, log-probabilities, distribution parameters and values of a batch."""
+
+    def __init__(self, template: LecturePPO) -> None:
+        super().__init__()
+        self.policy = template.policy
+
+    def forward(self, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        latent_pi, values = actor_latent_and_values(self.policy, observations)
+        sampled = sample_actions(self.policy, latent_pi)
+        return sampled.actions, sampled.log_prob, sampled.params, values
+
+
+class Population:
+    """
+    K LecturePPO models trained together. Build each member as a LecturePPO (its own env, seed and objective
+    settings), then train them as one::
+
+        members = [LecturePPO("MlpPolicy", make_env(), seed=seed, objective=objective, ...) for ...]
+        population = Population(members)
+        population.learn(1_000_000)
+        model = population.member(3)  # an ordinary LecturePPO: save, load, evaluate
+
+    :param members: the models; they must share :data:`SHARED_SETTINGS`, the policy's class and shapes, the
+        optimizer and the learning-rate schedule
+    """
+
+    def __init__(self, members: Sequence[LecturePPO]) -> None:
+        if not members:
+            raise PopulationError("a population needs at least one member")
+        self.members = list(members)
+        check_shareable(self.members)
+        template = self.members[0]
+        self.template = template
+        self.names = [name for name, _ in template.policy.named_parameters()]
+        self.params = {
+            name: th.stack([dict(member.policy.named_parameters())[name].detach() for member in self.members]).clone()
+            for name in self.names
+        }
+        for tensor in self.params.values():
+            tensor.requires_grad_(True)
+        optimizer_kwargs = {
+            key: value for key, value in template.policy.optimizer.defaults.items() if key in ("eps", "betas", "weight_decay")
+        }
+        self.optimizer = th.optim.Adam(list(self.params.values()), lr=float(template.lr_schedule(1.0)), **optimizer_kwargs)
+        self.random_states = [np.random.RandomState(member.seed) for member in self.members]
+        self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
+        self._act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
+        self._loss_module = _MemberLoss(template)
+        self._act_module = _MemberAct(template)
+        self.num_timesteps = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    # ------------------------------------------------------------------ maths through the template
+    def _prefixed(self, params: dict[str, th.Tensor]) -> dict[str, th.Tensor]:
+        return {f"policy.{name}": value for name, value in params.items()}
+
+    def _member_loss(
+        self, params: dict[str, th.Tensor], fields: tuple[th.Tensor, ...], clip_range: th.Tensor, kl_coef: th.Tensor
+    ) -> tuple[th.Tensor, ...]:
+        return functional_call(self._loss_module, self._prefixed(params), (fields, clip_range, kl_coef))
+
+    def _member_act(self, params: dict[str, th.Tensor], observations: th.Tensor) -> tuple[th.Tensor, ...]:
+        return functional_call(self._act_module, self._prefixed(params), (observations,))
+
+    # ------------------------------------------------------------------ training
+    def learn(self, total_timesteps: int) -> "Population":
+        """Train every member for ``total_timesteps`` env steps (each), as ``LecturePPO.learn`` would."""
+        for member in self.members:
+            member._setup_learn(total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="Population")
+        while self.members[0].num_timesteps < total_timesteps:
+            self.collect_rollouts()
+            for member in self.members:
+                member._update_current_progress_remaining(member.num_timesteps, total_timesteps)
+            self.train()
+        self.sync_members()
+        return self
+
+    def collect_rollouts(self) -> None:
+        """One rollout of ``n_steps`` per env for every member, actions from one batched forward pass."""
+        for member in self.members:
+            member.policy.set_training_mode(False)
+            member.rollout_buffer.reset()
+            check_finite(member._last_obs, "observation", member.num_timesteps)
+        for _ in range(self.template.n_steps):
+            observations = th.stack([th.as_tensor(member._last_obs, device=member.device) for member in self.members])
+            with th.no_grad():
+                actions, log_probs, behaviour_params, values = self._act(self._detached_params(), observations)
+            for index, member in enumerate(self.members):
+                self._step_member(member, actions[index], log_probs[index], behaviour_params[index], values[index])
+        self.sync_members()  # the rollout's critic computes the bootstrap values, member by member
+        for member in self.members:
+            buffer = member.rollout_buffer
+            buffer.finalize()
+            rollout_values = buffer.tensor("values")
+            buffer.compute_advantages(rollout_values, buffer.next_values(rollout_values, member._critic_values))
+
+    def _step_member(
+        self, member: LecturePPO, actions: th.Tensor, log_probs: th.Tensor, params: th.Tensor, values: th.Tensor
+    ) -> None:
+        env = member.env
+        assert env is not None
+        action_array = actions.cpu().numpy().reshape((-1, *(member.action_space.shape or ())))
+        env_actions = action_array
+        if hasattr(member.action_space, "low"):
+            env_actions = np.clip(action_array, member.action_space.low, member.action_space.high)  # type: ignore[attr-defined]
+        new_obs, rewards, dones, infos = env.step(env_actions)
+        member.num_timesteps += env.num_envs
+        check_finite(new_obs, "observation", member.num_timesteps)
+        check_finite(rewards, "reward", member.num_timesteps)
+        member._update_info_buffer(infos, dones)
+        next_obs, terminated = _true_next_observations(new_obs, dones, infos)  # type: ignore[arg-type]
+        member.rollout_buffer.add(
+            member._last_obs,  # type: ignore[arg-type]
+            action_array,
+            rewards,
+            member._last_episode_starts,  # type: ignore[arg-type]
+            values,
+            log_probs,
+            next_obs=next_obs,
+            terminated=terminated,
+            done=dones,
+            distribution_params=params,
+        )
+        member._last_obs = new_obs  # type: ignore[assignment]
+        member._last_episode_starts = dones
+
+    def _detached_params(self) -> dict[str, th.Tensor]:
+        return {name: tensor.detach() for name, tensor in self.params.items()}
+
+    def train(self) -> dict[str, np.ndarray]:
+        """
+        One update of every member on its rollout: ``n_epochs`` epochs of minibatches, each member drawing its own.
+
+        :return: each statistic of the update (mean over minibatches), one value per member
+        """
+        template = self.template
+        for member in self.members:
+            member._on_train_start()
+        template._update_learning_rate(self.optimizer)
+        clip_ranges, kl_coefs = self._objective_tensors()
+        stats: list[tuple[th.Tensor, ...]] = []
+        for _ in range(template.n_epochs):
+            for fields in self._stacked_minibatches():
+                loss, *statistics = self._loss(self.params, fields, clip_ranges, kl_coefs)
+                self.optimizer.zero_grad()
+                loss.sum().backward()  # members share no parameter: each gets the gradient of its own loss
+                if template.max_grad_norm is not None:
+                    clip_grad_norm_per_member(list(self.params.values()), template.max_grad_norm)
+                self.optimizer.step()
+                stats.append((loss.detach(), *(value.detach() for value in statistics)))
+        for member in self.members:
+            member._n_updates += template.n_epochs
+        if not th.isfinite(th.stack([step[0] for step in stats])).all():
+            raise FloatingPointError("Population: a member's loss became NaN or inf: lower learning_rate or set max_grad_norm")
+        self._adapt_kl_coefs()
+        return {name: th.stack([step[index] for step in stats]).mean(dim=0).numpy() for index, name in enumerate(STATS)}
+
+    def _objective_tensors(self) -> tuple[th.Tensor, th.Tensor]:
+        """Per member: epsilon (inf where it does not clip) and beta (0 where it has no KL penalty), this update's."""
+        clip_ranges, kl_coefs = [], []
+        for member in self.members:
+            spec = OBJECTIVES[member.objective]
+            clip_ranges.append(math.inf if member._current_clip_range is None else float(member._current_clip_range))
+            kl_coefs.append(0.0 if spec.kl_penalty is None else float(member._current_kl_coef))
+        return th.tensor(clip_ranges), th.tensor(kl_coefs)
+
+    def _stacked_minibatches(self) -> Iterator[tuple[th.Tensor, ...]]:
+        """
+        Each epoch's minibatches, member k's drawn with member k's random state: the fields of
+        :class:`MinibatchSteps` (but its segment layout) stacked as ``(K, batch, ...)``.
+        """
+        per_member = []
+        for index, member in enumerate(self.members):
+            with _numpy_random_state(self.random_states[index]):
+                per_member.append(list(member._minibatches()))
+        n_batches = {len(batches) for batches in per_member}
+        if len(n_batches) != 1:
+            raise PopulationError(f"members drew {sorted(n_batches)} minibatches: the population needs equal counts")
+        for batches in zip(*per_member, strict=True):
+            yield tuple(th.stack([getattr(batch, field) for batch in batches]) for field in MinibatchSteps._fields[:-1])
+
+    def _adapt_kl_coefs(self) -> None:
+        """The paper's adaptive beta of each member whose objective has it, from the update's mean exact KL."""
+        adaptive = [member for member in self.members if OBJECTIVES[member.objective].kl_penalty == "adaptive"]
+        if not adaptive:
+            return
+        self.sync_members()
+        for member in adaptive:
+            member.adaptive_kl_coef = adapt_kl_coef(member.adaptive_kl_coef, member._rollout_kl(), member.kl_target)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ members
+    def sync_members(self) -> None:
+        """Copy each member's slice of the stacked parameters into its own policy."""
+        with th.no_grad():
+            for index, member in enumerate(self.members):
+                for name, parameter in member.policy.named_parameters():
+                    parameter.copy_(self.params[name][index])
+
+    def member(self, index: int) -> LecturePPO:
+        """Member ``index`` as an ordinary LecturePPO (its weights, Adam state and env's statistics)."""
+        self.sync_members()
+        model = self.members[index]
+        state = self.optimizer.state
+        member_params = dict(model.policy.named_parameters())
+        for name, stacked in self.params.items():
+            if stacked in state:
+                target = model.policy.optimizer.state[member_params[name]]
+                for key, value in state[stacked].items():
+                    target[key] = value if key == "step" else value[index].clone()
+        return model
+
+
+def clip_grad_norm_per_member(parameters: list[th.Tensor], max_norm: float) -> None:
+    """Each member's joint gradient norm clipped to ``max_norm`` (torch's formula, as a run alone clips its own)."""
+    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    squares = th.stack([grad.reshape(len(grad), -1).pow(2).sum(dim=1) for grad in grads]).sum(dim=0)  # (K,)
+    factors = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(factors.reshape(-1, *([1] * (grad.dim() - 1))))
+
+
+@contextlib.contextmanager
+def _numpy_random_state(state: np.random.RandomState) -> Iterator[None]:
+    """Run NumPy's global draws (the buffer's permutations) from ``state``, and keep what they consumed."""
+    saved = np.random.get_state()
+    np.random.set_state(state.get_state())
+    try:
+        yield
+    finally:
+        state.set_state(np.random.get_state())
+        np.random.set_state(saved)
+
+
+def check_shareable(members: Sequence[LecturePPO]) -> None:
+    """Refuse, naming the setting, members that cannot share one population."""
+    template = members[0]
+    for member in members:
+        if not isinstance(member, LecturePPO):
+            raise PopulationError(f"a population trains LecturePPO models, not {type(member).__name__}")
+        if member.env is None:
+            raise PopulationError("every member needs its env (pass env= when building it)")
+    for name in SHARED_SETTINGS:
+        values = [getattr(member, name) for member in members]
+        if any(value != values[0] for value in values if not callable(value)) or any(callable(value) for value in values):
+            if name == "clip_range_vf" and all(value is None for value in values):
+                continue
+            raise PopulationError(f"members differ in {name} ({values}): group them into separate populations")
+    if template.seq_length != 1 or template.advantage_scope != "rollout" or template.recompute_advantage:
+        raise PopulationError(
+            "this version of the population trains the paper setting: seq_length=1, advantage_scope='rollout', "
+            "recompute_advantage=False (the lecture's segments per minibatch are not supported yet)"
+        )
+    if template.target_kl is not None:
+        raise PopulationError("target_kl (SB3's early stop) is not supported by the population: drop it")
+    spaces = {(str(member.observation_space), str(member.action_space)) for member in members}
+    if len(spaces) != 1:
+        raise PopulationError(f"members differ in their env's spaces ({sorted(spaces)}): group them by env")
+    shapes = [[tuple(p.shape) for p in member.policy.parameters()] for member in members]
+    classes = {type(member.policy).__name__ for member in members}
+    if len(classes) != 1 or any(shape != shapes[0] for shape in shapes):
+        raise PopulationError(f"members differ in their network (policy classes {sorted(classes)} or shapes)")
+    progress_points = (1.0, 0.5, 0.0)
+    rates = {tuple(member.lr_schedule(p) for p in progress_points) for member in members}
+    if len(rates) != 1:
+        raise PopulationError(f"members differ in learning_rate (at progress 1 / 0.5 / 0: {sorted(rates)})")
+    adam_settings = {(m.policy.optimizer.defaults.get("eps"), m.policy.optimizer.defaults.get("betas")) for m in members}
+    if len(adam_settings) != 1 or not isinstance(template.policy.optimizer, th.optim.Adam):
+        raise PopulationError("members must use the same Adam settings (optimizer_kwargs)")
+    buffers = [name for name, _ in template.policy.named_buffers()]
+    if buffers:
+        raise PopulationError(f"the policy holds buffers ({buffers}), which the population does not stack")

@@ -1,0 +1,138 @@
+"""The population engine: a member's update is the update of the same LecturePPO trained alone."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import VecNormalize
+from torch import nn
+
+from sb3_lecture_ppo import LecturePPO
+from sb3_lecture_ppo.population import Population, PopulationError
+
+PAPER = dict(
+    n_steps=64,
+    batch_size=16,
+    n_epochs=3,
+    seq_length=1,
+    advantage_scope="rollout",
+    recompute_advantage=False,
+    value_target="lambda",
+    max_grad_norm=None,
+    ent_coef=0.0,
+    learning_rate=3e-3,
+    policy_kwargs=dict(net_arch=dict(pi=[16, 16], vf=[16, 16]), activation_fn=nn.Tanh),
+    device="cpu",
+)
+OBJECTIVES = [
+    dict(objective="clip", clip_range=0.2),
+    dict(objective="none"),
+    dict(objective="kl_fixed", kl_coef=1.0),
+    dict(objective="kl_adaptive", kl_target=0.003),
+    dict(objective="clip", clip_range=0.1),
+    dict(objective="clip_kl_adaptive", clip_range=0.3, kl_target=0.01),
+]
+
+
+def member(seed: int, env_id: str = "Pendulum-v1", **overrides) -> LecturePPO:
+    env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), norm_reward=False)
+    return LecturePPO(ActorCriticPolicy, env, seed=seed, **{**PAPER, **overrides})
+
+
+def collected(members):
+    for model in members:
+        _, callback = model._setup_learn(10 * model.n_steps, callback=None)
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        model._update_current_progress_remaining(model.num_timesteps, 10 * model.n_steps)
+    return members
+
+
+def parameters(model) -> dict[str, th.Tensor]:
+    return {name: value.detach().clone() for name, value in model.policy.named_parameters()}
+
+
+def trained_alone(members) -> list[dict[str, th.Tensor]]:
+    """Each member's parameters after one update alone, its minibatches drawn from NumPy seeded with its seed."""
+    results = []
+    for model in members:
+        saved = (copy.deepcopy(parameters(model)), model.adaptive_kl_coef)
+        np.random.seed(model.seed)
+        model.train()
+        results.append((parameters(model), model.adaptive_kl_coef))
+        with th.no_grad():
+            for name, value in model.policy.named_parameters():
+                value.copy_(saved[0][name])
+        model.adaptive_kl_coef = saved[1]
+    return results
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
+def test_a_members_update_equals_its_update_alone_for_every_objective(env_id, max_grad_norm):
+    members = collected([member(seed, env_id, max_grad_norm=max_grad_norm, **settings) for seed, settings in enumerate(OBJECTIVES)])
+    population = Population(members)
+    alone = trained_alone(members)
+    population.train()
+    for index, model in enumerate(population.members):
+        population.member(index)
+        for name, value in parameters(model).items():
+            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
+        assert model.adaptive_kl_coef == alone[index][1]
+
+
+def test_a_members_update_ignores_every_other_members_data_and_settings():
+    def update(changed: bool):
+        members = [member(seed, **settings) for seed, settings in enumerate(OBJECTIVES[:3])]
+        if changed:  # member 2: other data (another env seed) and other objective settings
+            members[2] = member(7, objective="kl_fixed", kl_coef=10.0)
+            with th.no_grad():
+                for mine, other in zip(members[2].policy.parameters(), member(2, **OBJECTIVES[2]).policy.parameters()):
+                    mine.copy_(other)
+        population = Population(collected(members))
+        population.random_states[2] = np.random.RandomState(99)
+        population.train()
+        return [parameters(population.member(index)) for index in range(2)]
+
+    for before, after in zip(update(False), update(True), strict=True):
+        for name in before:
+            assert th.equal(before[name], after[name]), name  # bit for bit
+
+
+def test_member_is_an_ordinary_model_that_saves_and_loads(tmp_path):
+    population = Population([member(seed, **OBJECTIVES[seed]) for seed in range(2)])
+    population.learn(128)
+    model = population.member(1)
+    assert model.num_timesteps == 128 and model.policy.optimizer.state
+    observations = np.stack([model.observation_space.sample() for _ in range(5)])
+    actions, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "member")
+    loaded = LecturePPO.load(tmp_path / "member", device="cpu")
+    np.testing.assert_allclose(loaded.predict(observations, deterministic=True)[0], actions)
+    assert loaded.objective == "none"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_steps=32), "members differ in n_steps"),
+        (dict(policy_kwargs=dict(net_arch=dict(pi=[8, 8], vf=[16, 16]), activation_fn=nn.Tanh)), "differ in their network"),
+        (dict(learning_rate=1e-3), "members differ in learning_rate"),
+        (dict(seq_length=4, batch_size=16), "members differ in seq_length"),
+    ],
+)
+def test_members_that_cannot_share_a_population_are_refused_naming_the_setting(overrides, message):
+    with pytest.raises(PopulationError, match=message):
+        Population([member(0), member(1, **overrides)])
+
+
+def test_members_on_other_envs_are_refused():
+    with pytest.raises(PopulationError, match="differ in their env's spaces"):
+        Population([member(0), member(1, "CartPole-v1")])
+
+
+def test_the_lectures_segments_are_refused_for_now():
+    with pytest.raises(PopulationError, match="paper setting: seq_length=1"):
+        Population([member(0, seq_length=4, advantage_scope="segment", recompute_advantage=True)])
