@@ -181,7 +181,7 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
         (["--algos", "ppo", "--envs", "Blackjack-v1", "--timesteps", "100"], "--algos: contestant 'ppo' has no RL Zoo entry"),
         (["--timesteps", "0"], "--timesteps: the budget of CartPole-v1 must be a positive"),
         (["--timesteps", "Pendulum-v1=100"], "--timesteps 'Pendulum-v1=100': Pendulum-v1 is not among --envs"),
-        (["--envs", "Pendulum-v1"], "--timesteps: no default budget for Pendulum-v1"),
+        (["--envs", "Acrobot-v1"], "--timesteps: no default budget for Acrobot-v1"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(capsys, tmp_path, args, message):

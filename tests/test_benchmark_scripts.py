@@ -109,12 +109,13 @@ def test_cartpole_screen_full_runs_report_their_final_evaluations(capsys):
     assert full.stop_at_return is None and full.final_eval_episodes == 100  # the benchmark's whole run and final
     assert full.id != screen.screen_cell("shipped_target_kl_0.02", 6, 100_000).id  # never mistaken for a stopped run
     rows = [
-        {"variant": "shipped", "seed": 5, "first_reach": 6000, "final": 500.0},
-        {"variant": "shipped", "seed": 6, "first_reach": 26000, "final": 171.8},
-        {"variant": "shipped", "seed": 7, "first_reach": 12000, "final": 480.0},
+        {"variant": "shipped", "seed": 5, "first_reach": 6000, "final": 500.0, "stays": 8000, "falls": False},
+        {"variant": "shipped", "seed": 6, "first_reach": 26000, "final": 171.8, "stays": None, "falls": True},
+        {"variant": "shipped", "seed": 7, "first_reach": 12000, "final": 480.0, "stays": 14000, "falls": False},
     ]
-    screen.print_final_table(rows)
-    assert "| `shipped` | 500.0 / 171.8 / 480.0 | 480.0 | 1 of 3 |" in capsys.readouterr().out
+    screen.print_final_table(rows, 100_000)
+    # a seed that never stays above 475 counts at the budget
+    assert "| `shipped` | 500.0 / 171.8 / 480.0 | 480.0 | 1 of 3 | 14,000 | 1 of 3 |" in capsys.readouterr().out
 
 
 def test_cartpole_screen_report_only_trains_nothing(tmp_path):

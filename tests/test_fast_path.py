@@ -267,9 +267,24 @@ class NaNRewardEnv(gym.Env):
         return np.zeros(2, dtype=np.float32), float("nan"), False, False, {}
 
 
-def test_a_nan_loss_stops_training_with_a_clear_message():
+def test_a_nan_loss_stops_training_with_a_clear_message(monkeypatch):
+    model = LecturePPO("MlpPolicy", "CartPole-v1", **tiny_kwargs())
+    minibatch_loss = model._minibatch_loss
+
+    def nan_loss(*args, **kwargs):  # a loss gone NaN inside the update (the env's values are finite)
+        loss, approx_kl = minibatch_loss(*args, **kwargs)
+        return loss * float("nan"), approx_kl
+
+    monkeypatch.setattr(model, "_minibatch_loss", nan_loss)
+    with pytest.raises(FloatingPointError, match=r"the loss became NaN or inf.*VecCheckNan"):
+        model.learn(64)
+
+
+def test_nan_rewards_stop_training_before_the_update():
+    from sb3_lecture_ppo.common.on_policy_algorithm import NonFiniteEnvValueError
+
     model = LecturePPO("MlpPolicy", NaNRewardEnv(), **tiny_kwargs())
-    with pytest.raises(FloatingPointError, match="VecCheckNan"):
+    with pytest.raises(NonFiniteEnvValueError, match="non-finite reward"):
         model.learn(64)
 
 

@@ -72,7 +72,9 @@ def trained_alone(members) -> list[dict[str, th.Tensor]]:
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 @pytest.mark.parametrize("max_grad_norm", [None, 0.5])
 def test_a_members_update_equals_its_update_alone_for_every_objective(env_id, max_grad_norm):
-    members = collected([member(seed, env_id, max_grad_norm=max_grad_norm, **settings) for seed, settings in enumerate(OBJECTIVES)])
+    members = collected(
+        [member(seed, env_id, max_grad_norm=max_grad_norm, **settings) for seed, settings in enumerate(OBJECTIVES)]
+    )
     population = Population(members)
     alone = trained_alone(members)
     population.train()
@@ -89,7 +91,9 @@ def test_a_members_update_ignores_every_other_members_data_and_settings():
         if changed:  # member 2: other data (another env seed) and other objective settings
             members[2] = member(7, objective="kl_fixed", kl_coef=10.0)
             with th.no_grad():
-                for mine, other in zip(members[2].policy.parameters(), member(2, **OBJECTIVES[2]).policy.parameters()):
+                for mine, other in zip(
+                    members[2].policy.parameters(), member(2, **OBJECTIVES[2]).policy.parameters(), strict=True
+                ):
                     mine.copy_(other)
         population = Population(collected(members))
         population.random_states[2] = np.random.RandomState(99)

@@ -2,6 +2,7 @@
 The sweep engine on a real PostgreSQL server (pgserver: the server binaries in a wheel, started by the tests):
 workers started at the same instant on a fresh database, a worker killed with SIGKILL mid-cell, and the database
 stopped mid-sweep then restarted. Each ends with every cell completed exactly once and every run file valid.
+The last two are slow (about a minute each): ``python -m pytest -m slow tests/test_postgres.py``.
 """
 
 import json
@@ -90,6 +91,7 @@ def test_three_workers_started_together_on_a_fresh_database_run_each_cell_once(t
     assert_complete_once(database, out)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_cell_has_its_cell_rerun(tmp_path, database):
     out = tmp_path / "out"
     first = worker(out, "a", database, "--heartbeat", "1", "--grace", "4")
@@ -104,6 +106,7 @@ def test_a_worker_killed_mid_cell_has_its_cell_rerun(tmp_path, database):
     assert study.trials[running[0].number].state == TrialState.FAIL
 
 
+@pytest.mark.slow
 def test_the_database_stopped_mid_sweep_stops_workers_in_one_line_and_a_restart_completes(tmp_path, server, database):
     data, instance = server
     out = tmp_path / "out"
