@@ -315,38 +315,12 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 actions_tensor, log_probs, behaviour_params, values = self._act(obs_tensor)
-            actions = actions_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[arg-type, misc]
-            env_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    env_actions = self.policy.unscale_action(actions)  # squashed to [-1, 1]: back to the env's bounds
-                else:
-                    env_actions = np.clip(actions, self.action_space.low, self.action_space.high)
-
-            new_obs, rewards, dones, infos = env.step(env_actions)
-            self.num_timesteps += env.num_envs
-            check_finite(new_obs, "observation", self.num_timesteps)
-            check_finite(rewards, "reward", self.num_timesteps)
+            actions, env_actions = self._env_actions(actions_tensor)
+            new_obs, rewards, dones, infos = self._step_env(env, env_actions)
             callback.update_locals(locals())
             if not callback.on_step():
                 return False
-            self._update_info_buffer(infos, dones)
-
-            next_obs, terminated = _true_next_observations(new_obs, dones, infos)  # type: ignore[arg-type]
-            rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
-                actions,
-                rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
-                values,
-                log_probs,
-                next_obs=next_obs,
-                terminated=terminated,
-                done=dones,
-                distribution_params=behaviour_params,
-            )
-            self._last_obs = new_obs  # type: ignore[assignment]
-            self._last_episode_starts = dones
+            self._store_step(rollout_buffer, actions, new_obs, rewards, dones, infos, values, log_probs, behaviour_params)
 
         rollout_buffer.finalize()
         values = rollout_buffer.tensor("values")
@@ -354,6 +328,53 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _env_actions(self, actions: th.Tensor) -> tuple[np.ndarray, Any]:
+        """The actions as stored (the action space's shape) and as sent to the env (clipped to Box bounds, or unsquashed)."""
+        stored = actions.cpu().numpy().reshape((-1, *(self.action_space.shape or ())))  # type: ignore[union-attr]
+        if not isinstance(self.action_space, spaces.Box):
+            return stored, stored
+        if self.policy.squash_output:
+            return stored, self.policy.unscale_action(stored)  # squashed to [-1, 1]: back to the env's bounds
+        return stored, np.clip(stored, self.action_space.low, self.action_space.high)
+
+    def _step_env(self, env: VecEnv, env_actions: Any) -> tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """``env.step``, counted, its observations and rewards checked before anything uses them."""
+        new_obs, rewards, dones, infos = env.step(env_actions)
+        self.num_timesteps += env.num_envs
+        check_finite(new_obs, "observation", self.num_timesteps)
+        check_finite(rewards, "reward", self.num_timesteps)
+        return new_obs, rewards, dones, infos
+
+    def _store_step(
+        self,
+        rollout_buffer: SegmentRolloutBuffer,
+        actions: np.ndarray,
+        new_obs: Any,
+        rewards: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+        values: th.Tensor,
+        log_probs: th.Tensor,
+        behaviour_params: th.Tensor,
+    ) -> None:
+        """Write one step of every env into the buffer (with the true next observation) and move on to ``new_obs``."""
+        self._update_info_buffer(infos, dones)
+        next_obs, terminated = _true_next_observations(new_obs, dones, infos)
+        rollout_buffer.add(
+            self._last_obs,  # type: ignore[arg-type]
+            actions,
+            rewards,
+            self._last_episode_starts,  # type: ignore[arg-type]
+            values,
+            log_probs,
+            next_obs=next_obs,
+            terminated=terminated,
+            done=dones,
+            distribution_params=behaviour_params,
+        )
+        self._last_obs = new_obs
+        self._last_episode_starts = dones
 
     def _act(self, observations: TensorObs) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """

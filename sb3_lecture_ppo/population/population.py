@@ -31,7 +31,7 @@ from torch.func import functional_call, vmap
 
 from sb3_lecture_ppo.common.distributions import sample_actions
 from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
-from sb3_lecture_ppo.common.on_policy_algorithm import _true_next_observations, check_finite
+from sb3_lecture_ppo.common.on_policy_algorithm import check_finite
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
 from sb3_lecture_ppo.ppo.ppo import LecturePPO
@@ -193,32 +193,10 @@ class Population:
     def _step_member(
         self, member: LecturePPO, actions: th.Tensor, log_probs: th.Tensor, params: th.Tensor, values: th.Tensor
     ) -> None:
-        env = member.env
-        assert env is not None
-        action_array = actions.cpu().numpy().reshape((-1, *(member.action_space.shape or ())))
-        env_actions = action_array
-        if hasattr(member.action_space, "low"):
-            env_actions = np.clip(action_array, member.action_space.low, member.action_space.high)  # type: ignore[attr-defined]
-        new_obs, rewards, dones, infos = env.step(env_actions)
-        member.num_timesteps += env.num_envs
-        check_finite(new_obs, "observation", member.num_timesteps)
-        check_finite(rewards, "reward", member.num_timesteps)
-        member._update_info_buffer(infos, dones)
-        next_obs, terminated = _true_next_observations(new_obs, dones, infos)  # type: ignore[arg-type]
-        member.rollout_buffer.add(
-            member._last_obs,  # type: ignore[arg-type]
-            action_array,
-            rewards,
-            member._last_episode_starts,  # type: ignore[arg-type]
-            values,
-            log_probs,
-            next_obs=next_obs,
-            terminated=terminated,
-            done=dones,
-            distribution_params=params,
-        )
-        member._last_obs = new_obs  # type: ignore[assignment]
-        member._last_episode_starts = dones
+        assert member.env is not None
+        stored, env_actions = member._env_actions(actions)
+        new_obs, rewards, dones, infos = member._step_env(member.env, env_actions)
+        member._store_step(member.rollout_buffer, stored, new_obs, rewards, dones, infos, values, log_probs, params)
 
     def _detached_params(self) -> dict[str, th.Tensor]:
         return {name: tensor.detach() for name, tensor in self.params.items()}
