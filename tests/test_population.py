@@ -140,3 +140,54 @@ def test_members_on_other_envs_are_refused():
 def test_the_lectures_segments_are_refused_for_now():
     with pytest.raises(PopulationError, match="paper setting: seq_length=1"):
         Population([member(0, seq_length=4, advantage_scope="segment", recompute_advantage=True)])
+
+
+def test_a_population_checkpoint_loads_with_every_member_and_its_adam_and_normalizer_state(tmp_path):
+    population = Population([member(seed, **OBJECTIVES[seed]) for seed in range(3)])
+    population.learn(128, checkpoint=tmp_path / "ckpt")
+    assert [path.name for path in (tmp_path / "ckpt").iterdir() if path.is_dir()] == ["step_000000000128"]
+    saved_params = {name: tensor.detach().clone() for name, tensor in population.params.items()}
+    saved_adam = {name: population.optimizer.state[tensor]["exp_avg"].clone() for name, tensor in population.params.items()}
+    saved_means = [model.env.obs_rms.mean.copy() for model in population.members]
+
+    def make_env(index: int):
+        return make_vec_env("Pendulum-v1", n_envs=1, seed=100 + index)
+
+    loaded = Population.load(tmp_path / "ckpt", make_env)
+    for name, tensor in loaded.params.items():
+        assert th.equal(tensor.detach(), saved_params[name])
+        assert th.equal(loaded.optimizer.state[tensor]["exp_avg"], saved_adam[name])
+    for model, mean in zip(loaded.members, saved_means, strict=True):
+        assert isinstance(model.env, VecNormalize) and np.array_equal(model.env.obs_rms.mean, mean)
+        assert model.num_timesteps == 128
+    assert [model.objective for model in loaded.members] == [settings["objective"] for settings in OBJECTIVES[:3]]
+    loaded.learn(256, reset_num_timesteps=False, checkpoint=tmp_path / "ckpt")
+    assert loaded.members[0].num_timesteps == 256
+    assert [path.name for path in (tmp_path / "ckpt").iterdir() if path.is_dir()] == ["step_000000000256"]
+
+
+def test_a_checkpoint_interrupted_while_saving_leaves_the_previous_one(tmp_path, monkeypatch):
+    population = Population([member(seed, **OBJECTIVES[seed]) for seed in range(2)])
+    population.learn(64, checkpoint=tmp_path / "ckpt")
+    manifest = (tmp_path / "ckpt" / "population.json").read_text()
+    calls = []
+    original = LecturePPO.save
+
+    def dies_on_the_second_member(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process stops in the middle of the checkpoint
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(LecturePPO, "save", dies_on_the_second_member)
+    with pytest.raises(KeyboardInterrupt):
+        population.learn(128, reset_num_timesteps=False, checkpoint=tmp_path / "ckpt")
+    monkeypatch.undo()
+    assert (tmp_path / "ckpt" / "population.json").read_text() == manifest
+    loaded = Population.load(tmp_path / "ckpt", lambda index: make_vec_env("Pendulum-v1", n_envs=1, seed=index))
+    assert loaded.members[0].num_timesteps == 64
+
+
+def test_a_folder_without_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(PopulationError, match="holds no population checkpoint"):
+        Population.load(tmp_path, lambda index: make_vec_env("Pendulum-v1"))

@@ -25,3 +25,8 @@ def write_atomically(path: Path, write: Callable[[IO[Any]], object], binary: boo
             raise
         temporary = Path(file.name)
     os.replace(temporary, path)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """:func:`write_atomically` of ``data``."""
+    write_atomically(path, lambda file: file.write(data), binary=True)

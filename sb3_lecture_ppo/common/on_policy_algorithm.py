@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_lecture_ppo.common.atari import missing_ale_message, register_ale_envs
 from sb3_lecture_ppo.common.buffers import ADVANTAGE_SCOPES, SegmentRolloutBuffer
-from sb3_lecture_ppo.common.files import write_atomically
+from sb3_lecture_ppo.common.files import write_bytes_atomically
 from sb3_lecture_ppo.common.distributions import (
     ActionTerms,
     SampledActions,
@@ -645,7 +645,7 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             target = target.with_name(target.name + ".zip")  # SB3's default suffix
         buffer = io.BytesIO()
         super().save(buffer, exclude, include)
-        write_atomically(target, lambda file: file.write(buffer.getvalue()), binary=True)
+        write_bytes_atomically(target, buffer.getvalue())
 
     @classmethod
     def load(  # type: ignore[override]

@@ -22,14 +22,20 @@ every member's minibatches have the same size.
 """
 
 import contextlib
+import json
 import math
-from collections.abc import Iterator, Sequence
+import pickle
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 import numpy as np
 import torch as th
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 from torch.func import functional_call, vmap
 
 from sb3_lecture_ppo.common.distributions import sample_actions
+from sb3_lecture_ppo.common.files import write_atomically, write_bytes_atomically
 from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
 from sb3_lecture_ppo.common.on_policy_algorithm import check_finite
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
@@ -59,6 +65,8 @@ SHARED_SETTINGS = (
 )
 """Settings every member must share: they change a shape or the code path of an update."""
 
+MANIFEST = "population.json"
+CHECKPOINT_FORMAT_VERSION = 1
 STATS = ("loss", "approx_kl", "policy_gradient_loss", "value_loss", "entropy_loss", "kl", "clip_fraction")
 
 
@@ -159,15 +167,27 @@ class Population:
         return functional_call(self._act_module, self._prefixed(params), (observations,))
 
     # ------------------------------------------------------------------ training
-    def learn(self, total_timesteps: int) -> "Population":
-        """Train every member for ``total_timesteps`` env steps (each), as ``LecturePPO.learn`` would."""
+    def learn(
+        self, total_timesteps: int, reset_num_timesteps: bool = True, checkpoint: str | Path | None = None
+    ) -> "Population":
+        """
+        Train every member until it has ``total_timesteps`` env steps, as ``LecturePPO.learn`` would.
+
+        :param reset_num_timesteps: False continues a loaded population's count (and its schedules)
+        :param checkpoint: a folder to save the whole population into after every update (:meth:`save`):
+            a population interrupted at any moment resumes from the last update with :meth:`load`
+        """
         for member in self.members:
-            member._setup_learn(total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="Population")
+            member._setup_learn(
+                total_timesteps, callback=None, reset_num_timesteps=reset_num_timesteps, tb_log_name="Population"
+            )
         while self.members[0].num_timesteps < total_timesteps:
             self.collect_rollouts()
             for member in self.members:
                 member._update_current_progress_remaining(member.num_timesteps, total_timesteps)
             self.train()
+            if checkpoint is not None:
+                self.save(checkpoint)
         self.sync_members()
         return self
 
@@ -280,8 +300,85 @@ class Population:
             if stacked in state:
                 target = model.policy.optimizer.state[member_params[name]]
                 for key, value in state[stacked].items():
-                    target[key] = value if key == "step" else value[index].clone()
+                    target[key] = value.clone() if key == "step" else value[index].clone()
         return model
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, folder: str | Path) -> None:
+        """
+        Save every member (model, Adam state, VecNormalize statistics) and the population's own state into a new
+        subfolder, then point ``folder/population.json`` at it in one atomic rename: a process killed while saving
+        leaves the previous checkpoint whole. Older subfolders are removed after.
+        """
+        folder = Path(folder)
+        step = self.members[0].num_timesteps
+        target = folder / f"step_{step:012d}"
+        for index in range(self.size):
+            model = self.member(index)
+            model.save(target / f"member_{index}.zip")
+            if isinstance(model.env, VecNormalize):
+                # VecNormalize pickles its statistics, not its envs
+                write_bytes_atomically(target / f"member_{index}_vecnormalize.pkl", pickle.dumps(model.env))
+        state = {"random_states": [random.get_state() for random in self.random_states]}
+        write_bytes_atomically(target / "population.pkl", pickle.dumps(state))
+        manifest = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "members": self.size,
+            "num_timesteps": step,
+            "folder": target.name,
+        }
+        write_atomically(folder / MANIFEST, lambda file: json.dump(manifest, file, indent=1))
+        for old in folder.glob("step_*"):
+            if old.name != target.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: str | Path, make_env: Callable[[int], VecEnv], device: str = "cpu") -> "Population":
+        """
+        The population saved in ``folder`` by :meth:`save`, each member on a fresh env from ``make_env(index)``
+        (wrapped in the member's saved VecNormalize statistics where it had them); continue with
+        ``learn(total_timesteps, reset_num_timesteps=False)``.
+        """
+        folder = Path(folder)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError) as error:
+            raise PopulationError(f"{folder} holds no population checkpoint ({error})") from None
+        if manifest.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+            raise PopulationError(
+                f"{folder / MANIFEST} is checkpoint format {manifest.get('format_version')}, this version reads "
+                f"format {CHECKPOINT_FORMAT_VERSION}"
+            )
+        target = folder / manifest["folder"]
+        members = []
+        for index in range(manifest["members"]):
+            env = make_env(index)
+            statistics = target / f"member_{index}_vecnormalize.pkl"
+            if statistics.exists():
+                env = VecNormalize.load(str(statistics), env)
+            members.append(LecturePPO.load(target / f"member_{index}.zip", env=env, device=device))
+        population = cls(members)
+        population._restore_optimizer_state()
+        state = pickle.loads((target / "population.pkl").read_bytes())
+        for random_state, saved in zip(population.random_states, state["random_states"], strict=True):
+            random_state.set_state(saved)
+        return population
+
+    def _restore_optimizer_state(self) -> None:
+        """Stack the members' own Adam states (loaded with them) into the population's optimizer."""
+        member_states = [member.policy.optimizer.state for member in self.members]
+        for name, stacked in self.params.items():
+            entries = [
+                state.get(dict(m.policy.named_parameters())[name])
+                for state, m in zip(member_states, self.members, strict=True)
+            ]
+            per_member = [entry for entry in entries if entry is not None]
+            if len(per_member) < len(entries):
+                return  # a member that never trained: fresh Adam for all, as each would have
+            self.optimizer.state[stacked] = {
+                key: per_member[0][key].clone() if key == "step" else th.stack([entry[key] for entry in per_member])
+                for key in per_member[0]
+            }
 
 
 def clip_grad_norm_per_member(parameters: list[th.Tensor], max_norm: float) -> None:
