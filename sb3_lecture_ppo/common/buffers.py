@@ -153,8 +153,11 @@ class SegmentRolloutBuffer(RolloutBuffer):
             DictRolloutBuffer.reset(self)  # type: ignore[arg-type]  # SB3's arrays, its observations key by key
         else:
             super().reset()
-        # SB3 stores float32; images stay uint8 (4x smaller), the policy scales them in its forward pass
-        self.observations = self._observation_storage()
+        stored_as = self.observations.dtype if isinstance(self.observations, np.ndarray) else None
+        if stored_as != storage_dtype(self.observation_space):
+            # SB3 stores the space's dtype; we store float32, and images as uint8 (4x smaller), which the policy
+            # scales in its forward pass. Dict spaces: key by key.
+            self.observations = self._observation_storage()
 
     def _observation_storage(self) -> np.ndarray | dict[str, np.ndarray]:
         """Zeroed ``(n_steps, n_envs, *obs_shape)`` storage for observations, one array per key of a Dict space."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -57,16 +56,22 @@ def cpu_seconds(work: Callable[[], object]) -> float:
 
 
 def physics_limit(env_id: str, n_envs: int, steps: int) -> float:
-    """Env steps per CPU-second of ``n_envs`` envs (as the members wrap them) stepped with random actions."""
-    envs = [VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), norm_reward=False) for seed in range(n_envs)]
-    for env in envs:
-        env.reset()
-    action_space = envs[0].action_space
+    """
+    Env steps per CPU-second of ``n_envs`` envs stepped with random actions and nothing else (``gymnasium.make``'s
+    env, reset where an episode ends; actions drawn before the clock starts): the floor of any training loop.
+    """
+    envs = [gym.make(env_id) for _ in range(n_envs)]
+    for seed, env in enumerate(envs):
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    actions = [[env.action_space.sample() for env in envs] for _ in range(steps)]
 
     def step_all() -> None:
-        for _ in range(steps):
-            for env in envs:
-                env.step(np.array([action_space.sample()]))
+        for step_actions in actions:
+            for env, action in zip(envs, step_actions, strict=True):
+                _, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    env.reset()
 
     return n_envs * steps / cpu_seconds(step_all)
 
