@@ -191,3 +191,34 @@ def test_a_checkpoint_interrupted_while_saving_leaves_the_previous_one(tmp_path,
 def test_a_folder_without_a_checkpoint_says_so(tmp_path):
     with pytest.raises(PopulationError, match="holds no population checkpoint"):
         Population.load(tmp_path, lambda index: make_vec_env("Pendulum-v1"))
+
+
+@pytest.mark.parametrize("norm_reward", [False, True])
+def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_reward):
+    """The same rollout (same actions) stepped member by member and as one: identical buffers and statistics."""
+
+    def rollout(vectorize: bool):
+        members = []
+        for seed in range(3):
+            env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=seed), norm_reward=norm_reward)
+            members.append(LecturePPO(ActorCriticPolicy, env, seed=seed, **{**PAPER, "n_steps": 256}))  # episodes end
+        population = Population(members, vectorize_envs=vectorize)
+        assert (population.envs is not None) == vectorize
+        for model in members:
+            model._setup_learn(1024, callback=None)
+        th.manual_seed(0)
+        population.collect_rollouts()
+        return members
+
+    apart, together = rollout(False), rollout(True)
+    for one, other in zip(apart, together, strict=True):
+        for name in ("observations", "next_observations", "rewards", "episode_starts", "terminations", "dones"):
+            np.testing.assert_array_equal(getattr(one.rollout_buffer, name), getattr(other.rollout_buffer, name), err_msg=name)
+        assert one.rollout_buffer.dones.any()  # terminal observations were normalized too
+        for stats in ("obs_rms", "ret_rms"):
+            a, b = getattr(one.env, stats), getattr(other.env, stats)
+            assert np.array_equal(a.mean, b.mean) and np.array_equal(a.var, b.var) and a.count == b.count, stats
+        np.testing.assert_array_equal(one.env.returns, other.env.returns)
+        np.testing.assert_array_equal(one.env.get_original_obs(), other.env.get_original_obs())
+        np.testing.assert_array_equal(one._last_obs, other._last_obs)
+        assert [info["r"] for info in one.ep_info_buffer] == [info["r"] for info in other.ep_info_buffer]

@@ -28,6 +28,8 @@ import pickle
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
@@ -40,6 +42,7 @@ from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
 from sb3_lecture_ppo.common.on_policy_algorithm import check_finite
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
+from sb3_lecture_ppo.population.envs import PopulationEnvs, can_vectorize
 from sb3_lecture_ppo.ppo.ppo import LecturePPO
 
 SHARED_SETTINGS = (
@@ -123,9 +126,12 @@ class Population:
 
     :param members: the models; they must share :data:`SHARED_SETTINGS`, the policy's class and shapes, the
         optimizer and the learning-rate schedule
+    :param vectorize_envs: step all members' envs as one and normalize their observations together where every
+        member's env is a ``VecNormalize`` over a ``DummyVecEnv`` set up alike (:mod:`sb3_lecture_ppo.population.envs`);
+        else (or with False) each member's env steps on its own
     """
 
-    def __init__(self, members: Sequence[LecturePPO]) -> None:
+    def __init__(self, members: Sequence[LecturePPO], vectorize_envs: bool = True) -> None:
         if not members:
             raise PopulationError("a population needs at least one member")
         self.members = list(members)
@@ -148,7 +154,8 @@ class Population:
         self._act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
         self._loss_module = _MemberLoss(template)
         self._act_module = _MemberAct(template)
-        self.num_timesteps = 0
+        envs = [member.env for member in self.members]
+        self.envs = PopulationEnvs(envs) if vectorize_envs and can_vectorize(envs) else None  # type: ignore[arg-type]
 
     @property
     def size(self) -> int:
@@ -197,12 +204,27 @@ class Population:
             member.policy.set_training_mode(False)
             member.rollout_buffer.reset()
             check_finite(member._last_obs, "observation", member.num_timesteps)
+        if self.envs is not None:
+            self.envs.load()
         for _ in range(self.template.n_steps):
             observations = th.stack([th.as_tensor(member._last_obs, device=member.device) for member in self.members])
             with th.no_grad():
                 actions, log_probs, behaviour_params, values = self._act(self._detached_params(), observations)
+            stored, env_actions = zip(
+                *(member._env_actions(actions[index]) for index, member in enumerate(self.members)), strict=True
+            )
+            steps = self._step_envs(env_actions)
             for index, member in enumerate(self.members):
-                self._step_member(member, actions[index], log_probs[index], behaviour_params[index], values[index])
+                member._store_step(
+                    member.rollout_buffer,
+                    stored[index],
+                    *steps[index],
+                    values[index],
+                    log_probs[index],
+                    behaviour_params[index],
+                )
+        if self.envs is not None:
+            self.envs.store()
         self.sync_members()  # the rollout's critic computes the bootstrap values, member by member
         for member in self.members:
             buffer = member.rollout_buffer
@@ -210,13 +232,16 @@ class Population:
             rollout_values = buffer.tensor("values")
             buffer.compute_advantages(rollout_values, buffer.next_values(rollout_values, member._critic_values))
 
-    def _step_member(
-        self, member: LecturePPO, actions: th.Tensor, log_probs: th.Tensor, params: th.Tensor, values: th.Tensor
-    ) -> None:
-        assert member.env is not None
-        stored, env_actions = member._env_actions(actions)
-        new_obs, rewards, dones, infos = member._step_env(member.env, env_actions)
-        member._store_step(member.rollout_buffer, stored, new_obs, rewards, dones, infos, values, log_probs, params)
+    def _step_envs(self, env_actions: Sequence[Any]) -> list[tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]]:
+        """Every member's env step: all at once where the envs allow it (:mod:`.envs`), else member by member."""
+        if self.envs is None:
+            return [member._step_env(member.env, actions) for member, actions in zip(self.members, env_actions, strict=True)]  # type: ignore[arg-type]
+        steps = self.envs.step(env_actions)
+        for member, (new_obs, rewards, _, _) in zip(self.members, steps, strict=True):
+            member.num_timesteps += member.n_envs
+            check_finite(new_obs, "observation", member.num_timesteps)
+            check_finite(rewards, "reward", member.num_timesteps)
+        return steps
 
     def _detached_params(self) -> dict[str, th.Tensor]:
         return {name: tensor.detach() for name, tensor in self.params.items()}
