@@ -28,6 +28,11 @@ html_title = f"sb3_lecture_ppo {version}"
 
 # The code examples on the pages run as doctests (tiny budgets): `sphinx-build -b doctest docs OUT`
 doctest_global_setup = """
+import os
+import tempfile
+
 import torch
+
 torch.set_num_threads(1)
+os.chdir(tempfile.mkdtemp())  # the examples save models: not into the caller's folder
 """
