@@ -4,7 +4,7 @@ import sb3_lecture_ppo
 
 project = "sb3_lecture_ppo"
 author = "sb3_lecture_ppo contributors"
-copyright = "2026, sb3_lecture_ppo contributors"  # noqa: A001
+copyright = "2026, sb3_lecture_ppo contributors"
 version = release = sb3_lecture_ppo.__version__
 
 extensions = [

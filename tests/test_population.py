@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecNormalize
@@ -12,6 +13,8 @@ from torch import nn
 
 from sb3_lecture_ppo import LecturePPO
 from sb3_lecture_ppo.population import Population, PopulationError
+from sb3_lecture_ppo.population.population import FIELDS_OF_A_STEP
+from sb3_lecture_ppo.population.stacked import stacked_act
 
 PAPER = dict(
     n_steps=64,
@@ -195,7 +198,10 @@ def test_a_folder_without_a_checkpoint_says_so(tmp_path):
 
 @pytest.mark.parametrize("norm_reward", [False, True])
 def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_reward):
-    """The same rollout (same actions) stepped member by member and as one: identical buffers and statistics."""
+    """
+    The same rollout (same actions) stepped member by member (each member's own buffer writes) and as one (one
+    stacked write per step): identical buffers, advantages and statistics.
+    """
 
     def rollout(vectorize: bool):
         members = []
@@ -212,8 +218,10 @@ def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_r
 
     apart, together = rollout(False), rollout(True)
     for one, other in zip(apart, together, strict=True):
-        for name in ("observations", "next_observations", "rewards", "episode_starts", "terminations", "dones"):
+        for name in (*FIELDS_OF_A_STEP, "advantages", "returns"):
             np.testing.assert_array_equal(getattr(one.rollout_buffer, name), getattr(other.rollout_buffer, name), err_msg=name)
+        np.testing.assert_array_equal(one._last_episode_starts, other._last_episode_starts)
+        assert one.num_timesteps == other.num_timesteps == 256 * 2
         assert one.rollout_buffer.dones.any()  # terminal observations were normalized too
         for stats in ("obs_rms", "ret_rms"):
             a, b = getattr(one.env, stats), getattr(other.env, stats)
@@ -222,3 +230,80 @@ def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_r
         np.testing.assert_array_equal(one.env.get_original_obs(), other.env.get_original_obs())
         np.testing.assert_array_equal(one._last_obs, other._last_obs)
         assert [info["r"] for info in one.ep_info_buffer] == [info["r"] for info in other.ep_info_buffer]
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+@pytest.mark.parametrize("policy", ["MlpPolicy", ActorCriticPolicy])
+def test_the_stacked_rollout_forward_equals_vmap_of_each_members_forward(env_id, policy):
+    """The rollout's forward pass through the stacked layers: the same actions, log-probabilities, parameters, values."""
+    members = [member(seed, env_id) for seed in range(3)]
+    for model in members:  # the lecture's encoder too ("MlpPolicy" is LectureActorCriticPolicy)
+        if policy == "MlpPolicy":
+            model.policy = LecturePPO("MlpPolicy", model.env, seed=model.seed, **{**PAPER, "policy_kwargs": {}}).policy
+    population = Population(members)
+    assert population._stacked_policy is not None
+    observations = th.randn(3, 5, *members[0].observation_space.shape)
+    th.manual_seed(1)
+    stacked = stacked_act(population._stacked_policy, observations)
+    th.manual_seed(1)
+    vmapped = population._vmapped_act(population._detached_params(), observations)
+    for one, other in zip(stacked, vmapped, strict=True):
+        assert one.shape == other.shape
+        th.testing.assert_close(one, other, rtol=1e-6, atol=1e-6)
+    population.optimizer.param_groups[0]["lr"] = 0.1  # the stacked layers follow the optimizer's in-place steps
+    for tensor in population.params.values():
+        tensor.grad = th.ones_like(tensor)
+    population.optimizer.step()
+    th.manual_seed(2)
+    after = stacked_act(population._stacked_policy, observations)
+    th.manual_seed(2)
+    th.testing.assert_close(after[3], population._vmapped_act(population._detached_params(), observations)[3])
+    assert not th.allclose(after[3], stacked[3])
+
+
+class _Recorder(BaseCallback):
+    """What a member's callback sees at every env step: the step, the member's weights and its normalizer's mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, float, np.ndarray]] = []
+        self.rollout_ends: list[int] = []
+
+    def _on_step(self) -> bool:
+        weights = sum(float(p.detach().sum()) for p in self.model.policy.parameters())
+        self.seen.append((self.num_timesteps, weights, self.model.env.obs_rms.mean.copy()))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        assert self.model.rollout_buffer.n_segments > 0  # after the buffer's segments and advantages
+        self.rollout_ends.append(self.num_timesteps)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_member_callbacks_see_each_step_with_the_members_current_weights_and_statistics(vectorize):
+    def train(vectorize: bool):
+        members = [member(seed, n_steps=32) for seed in range(2)]
+        recorders = [_Recorder() for _ in members]
+        th.manual_seed(0)
+        Population(members, vectorize_envs=vectorize).learn(96, callbacks=recorders)
+        return recorders
+
+    recorders, reference = train(vectorize), train(False)
+    for recorder, expected in zip(recorders, reference, strict=True):
+        assert [step for step, _, _ in recorder.seen] == list(range(1, 97))
+        assert recorder.rollout_ends == [32, 64, 96]
+        assert len({weights for _, weights, _ in recorder.seen[:32]}) == 1  # one update per rollout
+        assert recorder.seen[31][1] != recorder.seen[32][1]
+        for (_, weights, mean), (_, weights_expected, mean_expected) in zip(recorder.seen, expected.seen, strict=True):
+            assert weights == weights_expected
+            np.testing.assert_array_equal(mean, mean_expected)  # the statistics of that very step, stacked or not
+
+
+def test_a_callback_that_stops_is_refused():
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            return False
+
+    members = [member(seed, n_steps=32) for seed in range(2)]
+    with pytest.raises(PopulationError, match="member 1's callback asked to stop"):
+        Population(members).learn(64, callbacks=[None, Stop()])

@@ -136,20 +136,22 @@ def sample_actions(policy: ActorCriticPolicy, latent_pi: th.Tensor) -> SampledAc
     the same actions (tested), without building the objects; other spaces go through SB3's.
 
     :param policy: the actor-critic
-    :param latent_pi: (batch, latent_dim_pi) the actor's latent
+    :param latent_pi: (batch, latent_dim_pi) the actor's latent; for ``Discrete`` and ``Box`` actions any leading
+        dimensions (a population's ``(members, batch, latent_dim_pi)``, its heads stacked alike)
     """
     action_dist = policy.action_dist
     if isinstance(action_dist, CategoricalDistribution):
         logits = policy.action_net(latent_pi)
         log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # Categorical's normalized logits
-        actions = th.multinomial(th.softmax(log_probs, dim=-1), 1, True).squeeze(1)
-        return SampledActions(actions, log_probs.gather(1, actions.unsqueeze(1)).squeeze(1), log_probs)
+        probs = th.softmax(log_probs, dim=-1)
+        actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).reshape(probs.shape[:-1])
+        return SampledActions(actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1), log_probs)
     if isinstance(action_dist, DiagGaussianDistribution):
         mean = policy.action_net(latent_pi)
         std = th.ones_like(mean) * policy.log_std.exp()
         actions = mean + th.empty_like(mean).normal_() * std  # Normal.rsample
         log_prob = -((actions - mean) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
-        return SampledActions(actions, log_prob.sum(dim=1), th.cat([mean, std], dim=1))
+        return SampledActions(actions, log_prob.sum(dim=-1), th.cat([mean, std], dim=-1))
     distribution = policy._get_action_dist_from_latent(latent_pi)
     actions = distribution.get_actions()
     return SampledActions(actions, distribution.log_prob(actions), distribution_params(distribution))

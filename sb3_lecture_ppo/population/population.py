@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 from torch.func import functional_call, vmap
@@ -39,10 +41,11 @@ from torch.func import functional_call, vmap
 from sb3_lecture_ppo.common.distributions import sample_actions
 from sb3_lecture_ppo.common.files import write_atomically, write_bytes_atomically
 from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
-from sb3_lecture_ppo.common.on_policy_algorithm import check_finite
+from sb3_lecture_ppo.common.on_policy_algorithm import _true_next_observations, check_finite
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
 from sb3_lecture_ppo.population.envs import PopulationEnvs, can_vectorize
+from sb3_lecture_ppo.population.stacked import stacked_act, stacked_policy
 from sb3_lecture_ppo.ppo.ppo import LecturePPO
 
 SHARED_SETTINGS = (
@@ -150,8 +153,10 @@ class Population:
         }
         self.optimizer = th.optim.Adam(list(self.params.values()), lr=float(template.lr_schedule(1.0)), **optimizer_kwargs)
         self.random_states = [np.random.RandomState(member.seed) for member in self.members]
+        self.callbacks: list[BaseCallback] = []
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
-        self._act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
+        self._vmapped_act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
+        self._stacked_policy = None if template._through_policy_methods else stacked_policy(template.policy, self.params)
         self._loss_module = _MemberLoss(template)
         self._act_module = _MemberAct(template)
         envs = [member.env for member in self.members]
@@ -170,12 +175,23 @@ class Population:
     ) -> tuple[th.Tensor, ...]:
         return functional_call(self._loss_module, self._prefixed(params), (fields, clip_range, kl_coef))
 
+    def _act(self, params: dict[str, th.Tensor], observations: th.Tensor) -> tuple[th.Tensor, ...]:
+        """Every member's rollout step at once: through the stacked policy where it covers the policy, else ``vmap``."""
+        if self._stacked_policy is not None:
+            return stacked_act(self._stacked_policy, observations)
+        return self._vmapped_act(params, observations)
+
     def _member_act(self, params: dict[str, th.Tensor], observations: th.Tensor) -> tuple[th.Tensor, ...]:
         return functional_call(self._act_module, self._prefixed(params), (observations,))
 
     # ------------------------------------------------------------------ training
     def learn(
-        self, total_timesteps: int, reset_num_timesteps: bool = True, checkpoint: str | Path | None = None
+        self,
+        total_timesteps: int,
+        reset_num_timesteps: bool = True,
+        checkpoint: str | Path | None = None,
+        callbacks: Sequence[MaybeCallback] | None = None,
+        after_update: Callable[["Population"], None] | None = None,
     ) -> "Population":
         """
         Train every member until it has ``total_timesteps`` env steps, as ``LecturePPO.learn`` would.
@@ -183,11 +199,25 @@ class Population:
         :param reset_num_timesteps: False continues a loaded population's count (and its schedules)
         :param checkpoint: a folder to save the whole population into after every update (:meth:`save`):
             a population interrupted at any moment resumes from the last update with :meth:`load`
+        :param callbacks: one SB3 callback (or list, or None) per member, called as ``learn`` calls it: at the
+            training's and each rollout's start and end, and after every env step (an ``EvalCallback`` evaluates
+            the member's current weights with its current observation statistics). A callback that asks to stop
+            raises :class:`PopulationError`: members train to one budget.
+        :param after_update: called with the population after every update (e.g. to checkpoint less often)
         """
-        for member in self.members:
+        if callbacks is not None and len(callbacks) != self.size:
+            raise PopulationError(f"callbacks: one per member ({self.size}), got {len(callbacks)}")
+        self.callbacks = [
             member._setup_learn(
-                total_timesteps, callback=None, reset_num_timesteps=reset_num_timesteps, tb_log_name="Population"
-            )
+                total_timesteps,
+                callback=None if callbacks is None else callbacks[index],
+                reset_num_timesteps=reset_num_timesteps,
+                tb_log_name="Population",
+            )[1]
+            for index, member in enumerate(self.members)
+        ]
+        for callback in self.callbacks:
+            callback.on_training_start(locals(), globals())
         while self.members[0].num_timesteps < total_timesteps:
             self.collect_rollouts()
             for member in self.members:
@@ -195,17 +225,53 @@ class Population:
             self.train()
             if checkpoint is not None:
                 self.save(checkpoint)
+            if after_update is not None:
+                after_update(self)
         self.sync_members()
+        for callback in self.callbacks:
+            callback.on_training_end()
         return self
 
     def collect_rollouts(self) -> None:
         """One rollout of ``n_steps`` per env for every member, actions from one batched forward pass."""
-        for member in self.members:
+        callbacks = self._member_callbacks()
+        self.sync_members()  # the callbacks see each member's current weights
+        for member, callback in zip(self.members, callbacks, strict=True):
             member.policy.set_training_mode(False)
             member.rollout_buffer.reset()
             check_finite(member._last_obs, "observation", member.num_timesteps)
+            callback.on_rollout_start()
         if self.envs is not None:
-            self.envs.load()
+            self._collect_stacked(self.envs, callbacks)
+        else:
+            self._collect_member_by_member(callbacks)
+        self.sync_members()  # the rollout's critic computes the bootstrap values, member by member
+        for member, callback in zip(self.members, callbacks, strict=True):
+            buffer = member.rollout_buffer
+            buffer.finalize()
+            rollout_values = buffer.tensor("values")
+            buffer.compute_advantages(rollout_values, buffer.next_values(rollout_values, member._critic_values))
+            callback.on_rollout_end()
+
+    def _member_callbacks(self) -> list[BaseCallback]:
+        """The members' callbacks of the current ``learn`` (SB3's no-op callback outside ``learn``)."""
+        if len(self.callbacks) != self.size:
+            self.callbacks = [ConvertCallback(None) for _ in self.members]
+            for callback, member in zip(self.callbacks, self.members, strict=True):
+                callback.init_callback(member)
+        return self.callbacks
+
+    @staticmethod
+    def _step_callbacks(callbacks: Sequence[BaseCallback]) -> None:
+        for index, callback in enumerate(callbacks):
+            if not callback.on_step():
+                raise PopulationError(
+                    f"member {index}'s callback asked to stop training: a population trains every member to the same "
+                    "budget (train that member alone to stop it early)"
+                )
+
+    def _collect_member_by_member(self, callbacks: Sequence[BaseCallback]) -> None:
+        """The rollout where the envs step member by member: each member's step stored by its own code."""
         for _ in range(self.template.n_steps):
             observations = th.stack([th.as_tensor(member._last_obs, device=member.device) for member in self.members])
             with th.no_grad():
@@ -214,6 +280,7 @@ class Population:
                 *(member._env_actions(actions[index]) for index, member in enumerate(self.members)), strict=True
             )
             steps = self._step_envs(env_actions)
+            self._step_callbacks(callbacks)
             for index, member in enumerate(self.members):
                 member._store_step(
                     member.rollout_buffer,
@@ -223,14 +290,52 @@ class Population:
                     log_probs[index],
                     behaviour_params[index],
                 )
-        if self.envs is not None:
-            self.envs.store()
-        self.sync_members()  # the rollout's critic computes the bootstrap values, member by member
-        for member in self.members:
-            buffer = member.rollout_buffer
-            buffer.finalize()
-            rollout_values = buffer.tensor("values")
-            buffer.compute_advantages(rollout_values, buffer.next_values(rollout_values, member._critic_values))
+
+    def _collect_stacked(self, envs: PopulationEnvs, callbacks: Sequence[BaseCallback]) -> None:
+        """
+        The rollout where all members' envs step as one: every array of a step handled once for all members (the
+        actions, the finite checks, the buffer writes); the steps that end an episode go member by member through
+        the package's own code (true final observation, episode records). Each member's buffer receives its slices
+        at the rollout's end, the same arrays its own ``_store_step`` calls would have written.
+        """
+        members, template = self.members, self.template
+        n_envs = template.n_envs
+        rollout = _StackedRollout(template.rollout_buffer, self.size)
+        last_obs = np.stack([np.asarray(member._last_obs) for member in members])  # (K, n_envs, *obs_shape)
+        last_starts = np.stack([np.asarray(member._last_episode_starts) for member in members])
+        envs.load()
+        for step in range(template.n_steps):
+            with th.no_grad():
+                actions, log_probs, behaviour_params, values = self._act(self._detached_params(), th.as_tensor(last_obs))
+            stored, env_actions = template._env_actions(actions.reshape(self.size * n_envs, *actions.shape[2:]))
+            new_obs, rewards, dones, infos = envs.step_stacked(env_actions)
+            for member in members:
+                member.num_timesteps += n_envs
+            self._check_finite_stacked(new_obs, "observation")
+            self._check_finite_stacked(rewards, "reward")
+            self._step_callbacks(callbacks)
+            next_obs = new_obs.copy()
+            terminated = np.zeros(dones.shape, dtype=bool)
+            for ended in np.flatnonzero(dones.any(axis=1)):
+                member_infos = infos[ended * n_envs : (ended + 1) * n_envs]
+                members[ended]._update_info_buffer(member_infos, dones[ended])
+                next_obs[ended], terminated[ended] = _true_next_observations(new_obs[ended], dones[ended], member_infos)
+            rollout.add(
+                step, last_obs, stored, rewards, last_starts, values, log_probs, next_obs, terminated, dones, behaviour_params
+            )
+            last_obs, last_starts = new_obs, dones
+        envs.store()
+        for index, member in enumerate(members):
+            member._last_obs = last_obs[index]
+            member._last_episode_starts = last_starts[index]
+            rollout.fill(index, member.rollout_buffer)
+
+    def _check_finite_stacked(self, values: np.ndarray, field: str) -> None:
+        """One check for all members; where it fails, the member's own check names its env and step."""
+        if np.isfinite(values).all():
+            return
+        for index, member in enumerate(self.members):
+            check_finite(values[index], f"{field} (member {index})", member.num_timesteps)
 
     def _step_envs(self, env_actions: Sequence[Any]) -> list[tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]]:
         """Every member's env step: all at once where the envs allow it (:mod:`.envs`), else member by member."""
@@ -404,6 +509,70 @@ class Population:
                 key: per_member[0][key].clone() if key == "step" else th.stack([entry[key] for entry in per_member])
                 for key in per_member[0]
             }
+
+
+class _StackedRollout:
+    """
+    One rollout of every member as ``(n_steps, K, n_envs, ...)`` arrays, written once per step for all members, with
+    the dtypes and shapes of :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer`; :meth:`fill` hands member
+    k its slices.
+    """
+
+    def __init__(self, like: Any, n_members: int) -> None:
+        self.n_steps = like.buffer_size
+        lead = (like.buffer_size, n_members, like.n_envs)
+        self.observations = np.zeros(lead + like.observations.shape[2:], dtype=like.observations.dtype)
+        self.next_observations = np.zeros(lead + like.next_observations.shape[2:], dtype=like.next_observations.dtype)
+        self.actions = np.zeros(lead + like.actions.shape[2:], dtype=like.actions.dtype)
+        self.distribution_params = np.zeros(lead + like.distribution_params.shape[2:], dtype=np.float32)
+        self.rewards, self.episode_starts, self.values, self.log_probs = (np.zeros(lead, dtype=np.float32) for _ in range(4))
+        self.terminations, self.dones = np.zeros(lead, dtype=bool), np.zeros(lead, dtype=bool)
+
+    def add(
+        self,
+        step: int,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        episode_starts: np.ndarray,
+        values: th.Tensor,
+        log_probs: th.Tensor,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        dones: np.ndarray,
+        distribution_params: th.Tensor,
+    ) -> None:
+        self.observations[step] = obs
+        self.actions[step] = actions.reshape(self.actions.shape[1:])
+        self.rewards[step] = rewards
+        self.episode_starts[step] = episode_starts
+        self.values[step] = values.numpy().reshape(self.values.shape[1:])
+        self.log_probs[step] = log_probs.numpy().reshape(self.log_probs.shape[1:])
+        self.next_observations[step] = next_obs
+        self.terminations[step] = terminated
+        self.dones[step] = dones
+        self.distribution_params[step] = distribution_params.numpy().reshape(self.distribution_params.shape[1:])
+
+    def fill(self, member: int, buffer: Any) -> None:
+        """Member ``member``'s slices into its (reset) buffer, which is then full."""
+        for name in FIELDS_OF_A_STEP:
+            getattr(buffer, name)[:] = getattr(self, name)[:, member]
+        buffer.pos, buffer.full = self.n_steps, True
+
+
+FIELDS_OF_A_STEP = (
+    "observations",
+    "actions",
+    "rewards",
+    "episode_starts",
+    "values",
+    "log_probs",
+    "next_observations",
+    "terminations",
+    "dones",
+    "distribution_params",
+)
+"""The arrays of a :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer` that a rollout step writes."""
 
 
 def clip_grad_norm_per_member(parameters: list[th.Tensor], max_norm: float) -> None:
