@@ -29,6 +29,7 @@ import numpy as np
 
 from sb3_lecture_ppo.benchmark import (
     UsageError,
+    add_backend_arguments,
     apply_quick,
     _check_envs,
     _per_env,
@@ -101,6 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=120.0,
         help="seconds without a sign of life after which a cell is rerun elsewhere (longer than --heartbeat)",
     )
+    add_backend_arguments(parser)
     parser.add_argument(
         "--quick", action="store_true", help="CartPole-v1 and Pendulum-v1, 2 seeds, 12k steps (--jobs 2 on 2 cores)"
     )
@@ -291,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show_progress=not args.no_progress,
                 heartbeat_seconds=args.heartbeat,
                 grace_seconds=args.grace,
+                backend=args.backend,
+                population_size=args.population_size,
             )
         except StorageError as error:
             print(f"ablation: error: {error}", file=sys.stderr)

@@ -115,6 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="output folder")
     parser.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="runs at a time (one process each)")
+    add_backend_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="CartPole-v1, 2 seeds, 20k steps: a few minutes")
     parser.add_argument(
         "--overwrite",
@@ -127,6 +128,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         apply_quick(parser, args, {**QUICK, **QUICK_EPISODES}, sys.argv[1:] if argv is None else argv)
     return args
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--population-size``, shared by the sweeps' command lines."""
+    parser.add_argument(
+        "--backend",
+        choices=("population", "runs"),
+        default="population",
+        help="population: cells that differ only in seed and objective settings (LecturePPO in the paper setting) "
+        "train together in one process; runs: one process per cell",
+    )
+    parser.add_argument(
+        "--population-size",
+        type=_positive_int("--population-size"),
+        default=64,
+        help="most runs in one population (lower it where memory is short)",
+    )
 
 
 def apply_quick(
@@ -315,7 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         from sb3_lecture_ppo.evaluation.runner import run_cells
 
-        failed = run_cells(cells, args.out, jobs=args.jobs, show_progress=not args.no_progress)
+        failed = run_cells(
+            cells,
+            args.out,
+            jobs=args.jobs,
+            show_progress=not args.no_progress,
+            backend=args.backend,
+            population_size=args.population_size,
+        )
     write_report(cells, args.out, thresholds)
     print((args.out / "results.md").read_text())
     if failed:

@@ -259,17 +259,22 @@ def run_sweep(
     show_progress: bool = True,
     heartbeat_seconds: float = 30.0,
     grace_seconds: float = 120.0,
+    backend: str = "runs",
+    population_size: int = 64,
 ) -> list[Cell]:
     """
-    Train the cells without a finished run: locally (``jobs`` processes), or as one worker of the
-    study ``study_name`` on ``storage`` (whose finished runs are also written to ``out_dir``).
+    Train the cells without a finished run: locally (``jobs`` processes, ``backend`` as in
+    :func:`~sb3_lecture_ppo.evaluation.runner.run_cells`), or as one worker of the study ``study_name`` on
+    ``storage`` (whose finished runs are also written to ``out_dir``; a worker trains one cell at a time).
 
     :return: the cells that failed locally (the study retries its own)
     """
     from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path, write_json_atomically
 
     if storage is None:
-        return run_cells(cells, out_dir, jobs=jobs, show_progress=show_progress)
+        return run_cells(
+            cells, out_dir, jobs=jobs, show_progress=show_progress, backend=backend, population_size=population_size
+        )
     if not study_name:
         raise StorageError("--storage needs --study-name: the name every worker of the sweep uses")
 

@@ -12,6 +12,7 @@ file exists.
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -244,86 +245,136 @@ def train_cell(cell: Cell, out_dir: Path, progress: Any = None) -> dict[str, Any
     :return: the run's record (also written to :func:`run_path`)
     """
     import torch as th
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import sync_envs_normalization
 
     th.set_num_threads(1)
-    TimedEvalCallback, RunRecorder = _callbacks_module()
     work_root = out_dir / WORK_FOLDER
     work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{cell.id}-", dir=work_root) as work:
-        manager, hyperparams, entry_name = _experiment(cell, Path(work))
-        model, _ = manager.setup_experiment()
-        n_envs = model.n_envs
-        evaluation = TimedEvalCallback(
-            _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET),
-            n_eval_episodes=cell.eval_episodes,
-            eval_freq=max(cell.eval_freq // n_envs, 1),
-            deterministic=manager.deterministic_eval,
-            log_path=work,  # SB3 keeps the evaluations' results only where it logs them
-            verbose=0,
-            callback_on_new_best=_stop_at_return(cell.stop_at_return),
-        )
-        recorder = RunRecorder(progress)
+        run = build_run(cell, Path(work), progress)
         wall_start, cpu_start = time.perf_counter(), time.process_time()
-        model.learn(cell.timesteps, callback=[evaluation, recorder])
-        wall_seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
-
-        final_env = _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET)
-        sync_envs_normalization(model.get_env(), final_env)
-        final_returns, _ = evaluate_policy(
-            model,
-            final_env,
-            n_eval_episodes=cell.final_eval_episodes,
-            deterministic=manager.deterministic_eval,
-            return_episode_rewards=True,
-        )
-        train_cpu_seconds = cpu_seconds - evaluation.cpu_seconds
-        record = {
-            "format_version": RESULTS_FORMAT_VERSION,
-            "cell_id": cell.id,
-            "cell": cell.to_dict(),
-            "zoo_algo": get_contestant(cell.contestant).zoo_algo,
-            "zoo_entry": entry_name,
-            "hyperparams": recorded_hyperparams(hyperparams),
-            "n_envs": n_envs,
-            "evaluations": {
-                "timesteps": [int(step) for step in evaluation.evaluations_timesteps],
-                "mean": [float(np.mean(returns)) for returns in evaluation.evaluations_results],
-                "std": [float(np.std(returns)) for returns in evaluation.evaluations_results],
-            },
-            "final_evaluation": {
-                "mean": float(np.mean(final_returns)),
-                "std": float(np.std(final_returns)),
-                "episodes": len(final_returns),  # type: ignore[arg-type]
-            },
-            "training_curve": thin_curve(recorder.timesteps, recorder.episode_return_means),
-            "last_100_training_episodes": recorder.episode_return_means[-1] if recorder.episode_return_means else None,
-            "timesteps": int(model.num_timesteps),
-            "wall_seconds": wall_seconds,
-            "cpu_seconds": cpu_seconds,
-            "eval_cpu_seconds": evaluation.cpu_seconds,
-            "train_cpu_seconds": train_cpu_seconds,
-            "env_steps_per_cpu_second": model.num_timesteps / train_cpu_seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "buffer_bytes_per_transition": buffer_bytes_per_transition(model),
-            "pad_fraction": float(np.mean(recorder.pad_fractions)) if recorder.pad_fractions else 0.0,
-            "versions": _versions(),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+        run.model.learn(cell.timesteps, callback=[run.evaluation, run.recorder])
+        record = run_record(run, time.perf_counter() - wall_start, time.process_time() - cpu_start)
     write_json_atomically(run_path(out_dir, cell), record)
     return record
 
 
-def _child(cell_data: dict[str, Any], out_dir: str, progress: Any) -> None:
-    """Entry point of a child process: train one cell, its output going to the cell's log file."""
-    cell = Cell.from_dict(cell_data)
+@dataclasses.dataclass
+class BuiltRun:
+    """A cell's model built by the zoo, with the callbacks that evaluate and record it."""
+
+    cell: Cell
+    manager: Any
+    model: Any
+    hyperparams: dict[str, Any]
+    entry_name: str
+    evaluation: Any
+    recorder: Any
+
+
+def build_run(cell: Cell, work: Path, progress: Any = None) -> BuiltRun:
+    """The zoo's model of ``cell`` (its logs under ``work``), its evaluation callback and its recorder."""
+    TimedEvalCallback, RunRecorder = _callbacks_module()
+    work.mkdir(parents=True, exist_ok=True)
+    manager, hyperparams, entry_name = _experiment(cell, work)
+    model, _ = manager.setup_experiment()
+    evaluation = TimedEvalCallback(
+        _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET),
+        n_eval_episodes=cell.eval_episodes,
+        eval_freq=max(cell.eval_freq // model.n_envs, 1),
+        deterministic=manager.deterministic_eval,
+        log_path=str(work),  # SB3 keeps the evaluations' results only where it logs them
+        verbose=0,
+        callback_on_new_best=_stop_at_return(cell.stop_at_return),
+    )
+    return BuiltRun(cell, manager, model, hyperparams, entry_name, evaluation, RunRecorder(progress))
+
+
+def run_record(run: BuiltRun, wall_seconds: float, cpu_seconds: float, population_size: int | None = None) -> dict[str, Any]:
+    """
+    Evaluate the trained model of ``run`` (the final evaluation) and return the run's JSON record.
+
+    :param wall_seconds: the training's wall time (a population's: the whole population's)
+    :param cpu_seconds: the training's CPU time, evaluations included (a population's: its share, the
+        population's CPU time divided by its size)
+    :param population_size: the number of runs trained together with this one (None: trained alone)
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import sync_envs_normalization
+
+    cell, model, evaluation, recorder = run.cell, run.model, run.evaluation, run.recorder
+    final_env = _evaluation_env(run.manager, cell.seed + EVAL_SEED_OFFSET)
+    sync_envs_normalization(model.get_env(), final_env)
+    final_returns, _ = evaluate_policy(
+        model,
+        final_env,
+        n_eval_episodes=cell.final_eval_episodes,
+        deterministic=run.manager.deterministic_eval,
+        return_episode_rewards=True,
+    )
+    train_cpu_seconds = cpu_seconds - evaluation.cpu_seconds
+    record = {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "cell_id": cell.id,
+        "cell": cell.to_dict(),
+        "zoo_algo": get_contestant(cell.contestant).zoo_algo,
+        "zoo_entry": run.entry_name,
+        "hyperparams": recorded_hyperparams(run.hyperparams),
+        "n_envs": model.n_envs,
+        "evaluations": {
+            "timesteps": [int(step) for step in evaluation.evaluations_timesteps],
+            "mean": [float(np.mean(returns)) for returns in evaluation.evaluations_results],
+            "std": [float(np.std(returns)) for returns in evaluation.evaluations_results],
+        },
+        "final_evaluation": {
+            "mean": float(np.mean(final_returns)),
+            "std": float(np.std(final_returns)),
+            "episodes": len(final_returns),  # type: ignore[arg-type]
+        },
+        "training_curve": thin_curve(recorder.timesteps, recorder.episode_return_means),
+        "last_100_training_episodes": recorder.episode_return_means[-1] if recorder.episode_return_means else None,
+        "timesteps": int(model.num_timesteps),
+        "wall_seconds": wall_seconds,
+        "cpu_seconds": cpu_seconds,
+        "eval_cpu_seconds": evaluation.cpu_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
+        "env_steps_per_cpu_second": model.num_timesteps / train_cpu_seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "buffer_bytes_per_transition": buffer_bytes_per_transition(model),
+        "pad_fraction": float(np.mean(recorder.pad_fractions)) if recorder.pad_fractions else 0.0,
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if population_size is not None:
+        record["population_size"] = population_size
+    return record
+
+
+def _unit_label(unit: Sequence[Cell]) -> str:
+    if len(unit) == 1:
+        return unit[0].label
+    return f"population of {len(unit)} ({unit[0].env_id})"
+
+
+def _child(cells_data: list[dict[str, Any]], out_dir: str, progress: Any) -> None:
+    """
+    Entry point of a child process: train one cell, or a group of cells as one population, the output going to
+    the (first) cell's log file.
+    """
+    from sb3_lecture_ppo.evaluation.population_runner import train_population_cells
+
+    cells = [Cell.from_dict(data) for data in cells_data]
+    out = Path(out_dir)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    with open(log_path(Path(out_dir), cell), "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    for cell in cells[1:]:
+        log_path(out, cell).write_text(f"trained in a population of {len(cells)}: see {log_path(out, cells[0])}\n")
+    with open(log_path(out, cells[0]), "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            train_cell(cell, Path(out_dir), progress)
+            if len(cells) == 1:
+                train_cell(cells[0], out, progress)
+            else:
+                train_population_cells(cells, out, progress)
         except BaseException:
             traceback.print_exc()
             raise
@@ -392,23 +443,41 @@ def pending_cells(cells: Iterable[Cell], out_dir: Path) -> list[Cell]:
     return [cell for cell in cells if load_run(run_path(out_dir, cell)) is None]
 
 
-def run_cells(cells: Sequence[Cell], out_dir: Path, jobs: int = 1, show_progress: bool = True) -> list[Cell]:
+BACKENDS = ("population", "runs")
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    out_dir: Path,
+    jobs: int = 1,
+    show_progress: bool = True,
+    backend: str = "runs",
+    population_size: int = 64,
+) -> list[Cell]:
     """
     Train every cell of ``cells`` without a finished run, ``jobs`` child processes at a time,
     in the given order (interleave contestants there so that machine drift hits all alike).
 
+    :param backend: ``"runs"``: one process per cell; ``"population"``: the cells that can share a population
+        (:func:`~.population_runner.group_cells`) train as one in one process, at most ``population_size`` per
+        population, and the others alone
     :return: the cells that failed (their tracebacks are in ``<out>/runs/<cell id>.log``)
     :raises StaleRunsError: if a finished run in ``out_dir`` trained with other hyperparameters than
         its entry gives now (its cell id names only the sweep's settings, so it would be reused)
     """
     from tqdm.auto import tqdm
 
+    from sb3_lecture_ppo.evaluation.population_runner import group_cells
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is unknown: use one of {BACKENDS}")
     refuse_stale_runs(cells, out_dir)
     (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
     todo = pending_cells(cells, out_dir)
+    units = group_cells(todo, population_size) if backend == "population" else [[cell] for cell in todo]
     context = multiprocessing.get_context("spawn")
     progress = context.Queue()
-    running: dict[Any, Cell] = {}
+    running: dict[Any, list[Cell]] = {}
     failed: list[Cell] = []
     bar = tqdm(
         total=sum(cell.timesteps for cell in todo),
@@ -421,24 +490,27 @@ def run_cells(cells: Sequence[Cell], out_dir: Path, jobs: int = 1, show_progress
     finished = len(cells) - len(todo)
     try:
         with _sigterm_as_exit():
-            while todo or running:
-                while todo and len(running) < jobs:
-                    cell = todo.pop(0)
-                    process = context.Process(target=_child, args=(cell.to_dict(), str(out_dir), progress), daemon=True)
+            while units or running:
+                while units and len(running) < jobs:
+                    unit = units.pop(0)
+                    process = context.Process(
+                        target=_child, args=([cell.to_dict() for cell in unit], str(out_dir), progress), daemon=True
+                    )
                     process.start()
-                    running[process] = cell
-                    bar.set_postfix_str(", ".join(running_cell.label for running_cell in running.values()))
+                    running[process] = unit
+                    bar.set_postfix_str(", ".join(_unit_label(running_unit) for running_unit in running.values()))
                 _drain(progress, bar, timeout=0.5)
                 for process in [process for process in running if not process.is_alive()]:
-                    cell = running.pop(process)
+                    unit = running.pop(process)
                     process.join()
-                    finished += 1
-                    if (run := load_run(run_path(out_dir, cell))) is None:
-                        failed.append(cell)
-                        bar.write(f"{cell.label} failed (exit code {process.exitcode}): see {log_path(out_dir, cell)}")
-                    elif run.get("timesteps", cell.timesteps) < cell.timesteps:  # stopped at its return: the rest never comes
-                        bar.total -= cell.timesteps - run["timesteps"]
-                        bar.refresh()
+                    for cell in unit:
+                        finished += 1
+                        if (run := load_run(run_path(out_dir, cell))) is None:
+                            failed.append(cell)
+                            bar.write(f"{cell.label} failed (exit code {process.exitcode}): see {log_path(out_dir, unit[0])}")
+                        elif run.get("timesteps", cell.timesteps) < cell.timesteps:  # stopped at its return
+                            bar.total -= cell.timesteps - run["timesteps"]
+                            bar.refresh()
                     bar.set_description(f"{finished}/{len(cells)} runs done")
             _drain(progress, bar, timeout=0.0)
     finally:

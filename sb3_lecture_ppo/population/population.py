@@ -434,11 +434,14 @@ class Population:
         return model
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Path, extra_files: dict[str, bytes] | None = None) -> None:
         """
         Save every member (model, Adam state, VecNormalize statistics) and the population's own state into a new
         subfolder, then point ``folder/population.json`` at it in one atomic rename: a process killed while saving
         leaves the previous checkpoint whole. Older subfolders are removed after.
+
+        :param extra_files: more files (name to content) of the same checkpoint, read back with
+            :meth:`checkpoint_files`
         """
         folder = Path(folder)
         step = self.members[0].num_timesteps
@@ -451,6 +454,8 @@ class Population:
                 write_bytes_atomically(target / f"member_{index}_vecnormalize.pkl", pickle.dumps(model.env))
         state = {"random_states": [random.get_state() for random in self.random_states]}
         write_bytes_atomically(target / "population.pkl", pickle.dumps(state))
+        for name, content in (extra_files or {}).items():
+            write_bytes_atomically(target / name, content)
         manifest = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "members": self.size,
@@ -462,6 +467,12 @@ class Population:
             if old.name != target.name:
                 shutil.rmtree(old, ignore_errors=True)
 
+    @staticmethod
+    def checkpoint_files(folder: str | Path) -> Path:
+        """The subfolder of the checkpoint ``folder/population.json`` points at (where ``extra_files`` are)."""
+        folder = Path(folder)
+        return folder / _read_manifest(folder)["folder"]
+
     @classmethod
     def load(cls, folder: str | Path, make_env: Callable[[int], VecEnv], device: str = "cpu") -> "Population":
         """
@@ -470,15 +481,7 @@ class Population:
         ``learn(total_timesteps, reset_num_timesteps=False)``.
         """
         folder = Path(folder)
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-        except (OSError, ValueError) as error:
-            raise PopulationError(f"{folder} holds no population checkpoint ({error})") from None
-        if manifest.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-            raise PopulationError(
-                f"{folder / MANIFEST} is checkpoint format {manifest.get('format_version')}, this version reads "
-                f"format {CHECKPOINT_FORMAT_VERSION}"
-            )
+        manifest = _read_manifest(folder)
         target = folder / manifest["folder"]
         members = []
         for index in range(manifest["members"]):
@@ -573,6 +576,19 @@ FIELDS_OF_A_STEP = (
     "distribution_params",
 )
 """The arrays of a :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer` that a rollout step writes."""
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise PopulationError(f"{folder} holds no population checkpoint ({error})") from None
+    if manifest.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise PopulationError(
+            f"{folder / MANIFEST} is checkpoint format {manifest.get('format_version')}, this version reads "
+            f"format {CHECKPOINT_FORMAT_VERSION}"
+        )
+    return manifest
 
 
 def clip_grad_norm_per_member(parameters: list[th.Tensor], max_norm: float) -> None:

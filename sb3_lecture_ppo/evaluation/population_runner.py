@@ -1,0 +1,235 @@
+"""
+Train a sweep's compatible cells as populations (:mod:`sb3_lecture_ppo.population`): one process per group of
+cells instead of one per cell, each cell's run written as the same JSON :func:`~.runner.train_cell` writes.
+
+Cells share a population where they differ only in seed and in the objective's settings (``objective``,
+``clip_range``, ``kl_coef``, ``kl_target``): the same contestant, env, budget, evaluation settings and every other
+hyperparameter, and a LecturePPO entry in the paper setting (``seq_length=1``, rollout-scope GAE computed once, no
+``target_kl``, no gSDE), which is what the population trains. Every other cell trains alone, as before.
+
+A group checkpoints itself (the population, its members' callbacks and last episodes) into
+``<out>/.work/population-<id>/`` every :data:`CHECKPOINT_SECONDS`: a group interrupted resumes from there, its
+finished cells are never retrained.
+"""
+
+import hashlib
+import os
+import pickle
+import resource
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sb3_lecture_ppo.evaluation.cells import Cell
+from sb3_lecture_ppo.evaluation.contestants import get_contestant
+from sb3_lecture_ppo.evaluation.runner import (
+    WORK_FOLDER,
+    BuiltRun,
+    build_run,
+    cell_entry,
+    run_path,
+    run_record,
+    write_json_atomically,
+)
+
+OBJECTIVE_SETTINGS = ("objective", "clip_range", "kl_coef", "kl_target")
+"""The settings in which the members of one population may differ (besides the seed)."""
+CHECKPOINT_SECONDS = 600.0
+"""Seconds of training between two checkpoints of a group."""
+CALLBACK_STATE = "callbacks.pkl"
+DEFAULT_POPULATION_SIZE = 64
+
+
+class PopulationMemoryError(MemoryError):
+    """A population that would not fit in memory, found before it trains."""
+
+
+def population_key(cell: Cell) -> tuple[Any, ...] | None:
+    """What a cell must share with the others of its population; None where it trains alone."""
+    if get_contestant(cell.contestant).zoo_algo != "lecture_ppo" or cell.stop_at_return is not None:
+        return None
+    _, hyperparams = cell_entry(cell)
+    paper_setting = (
+        hyperparams.get("seq_length") == 1
+        and hyperparams.get("advantage_scope") == "rollout"
+        and hyperparams.get("recompute_advantage") is False
+        and hyperparams.get("target_kl") is None
+        and not hyperparams.get("use_sde", False)
+    )
+    if not paper_setting:
+        return None
+    shared = tuple(sorted((key, repr(value)) for key, value in hyperparams.items() if key not in OBJECTIVE_SETTINGS))
+    return (cell.contestant, cell.env_id, cell.timesteps, cell.eval_freq, cell.eval_episodes, cell.final_eval_episodes, shared)
+
+
+def group_cells(cells: Iterable[Cell], max_size: int) -> list[list[Cell]]:
+    """
+    ``cells`` as units of work, in their order: populations of at most ``max_size`` cells that share a
+    :func:`population_key`, and every other cell alone.
+    """
+    if max_size < 1:
+        raise ValueError(f"population size must be at least 1, got {max_size}")
+    units: list[list[Cell]] = []
+    open_groups: dict[tuple[Any, ...], list[Cell]] = {}
+    for cell in cells:
+        key = population_key(cell)
+        if key is None or max_size == 1:
+            units.append([cell])
+            continue
+        group = open_groups.get(key)
+        if group is None or len(group) >= max_size:
+            group = open_groups[key] = []
+            units.append(group)
+        group.append(cell)
+    return units
+
+
+def group_id(cells: Sequence[Cell]) -> str:
+    """A stable id of a group of cells (the same cells, the same id)."""
+    return hashlib.sha1(",".join(sorted(cell.id for cell in cells)).encode()).hexdigest()[:16]
+
+
+def checkpoint_folder(out_dir: Path, cells: Sequence[Cell]) -> Path:
+    return out_dir / WORK_FOLDER / f"population-{group_id(cells)}"
+
+
+def train_population_cells(
+    cells: Sequence[Cell], out_dir: Path, progress: Any = None, memory_limit_bytes: int | None = None
+) -> list[dict[str, Any]]:
+    """
+    Train ``cells`` as one population, evaluate each member as :func:`~.runner.train_cell` evaluates a run, and
+    write each cell's JSON. Runs in the current process.
+
+    :param memory_limit_bytes: refuse a population whose estimated memory exceeds this (default: the memory
+        available now)
+    :raises PopulationMemoryError: before training, naming the estimate and the limit
+    """
+    import torch as th
+
+    from sb3_lecture_ppo.population import Population
+    from sb3_lecture_ppo.population.population import MANIFEST
+
+    th.set_num_threads(1)
+    folder = checkpoint_folder(out_dir, cells)
+    work = folder / "zoo"
+    runs = _build_runs(cells, work, progress, memory_limit_bytes)
+    resumed = (folder / MANIFEST).exists()
+    if resumed:
+        population, cpu_before = _resume(folder, runs)
+    else:
+        population, cpu_before = Population([run.model for run in runs]), 0.0
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    last_save = [time.perf_counter()]
+
+    def checkpoint(trained: Any) -> None:
+        if time.perf_counter() - last_save[0] >= CHECKPOINT_SECONDS:
+            _save(folder, trained, runs, cpu_before + time.process_time() - cpu_start)
+            last_save[0] = time.perf_counter()
+
+    population.learn(
+        cells[0].timesteps,
+        reset_num_timesteps=not resumed,
+        callbacks=[[run.evaluation, run.recorder] for run in runs],
+        after_update=checkpoint,
+    )
+    wall_seconds = time.perf_counter() - wall_start
+    cpu_seconds = cpu_before + time.process_time() - cpu_start
+    records = []
+    for index, run in enumerate(runs):
+        run.model = population.member(index)
+        record = run_record(run, wall_seconds, cpu_seconds / len(runs), population_size=len(runs))
+        write_json_atomically(run_path(out_dir, run.cell), record)
+        records.append(record)
+    shutil.rmtree(folder, ignore_errors=True)  # every run is written: the checkpoint and zoo logs are done with
+    return records
+
+
+def _build_runs(cells: Sequence[Cell], work: Path, progress: Any, memory_limit_bytes: int | None) -> list[BuiltRun]:
+    """Every cell's zoo model and callbacks; after the first, the memory estimate of all of them is checked."""
+    rss_before = _rss_bytes()
+    runs = [build_run(cells[0], work / cells[0].id, progress)]
+    per_member = max(_rss_bytes() - rss_before, 1 << 20)
+    limit = _available_bytes() if memory_limit_bytes is None else memory_limit_bytes
+    if limit is not None and per_member * len(cells) > limit:
+        raise PopulationMemoryError(
+            f"a population of {len(cells)} members needs about {per_member * len(cells) / 2**30:.1f} GiB "
+            f"({per_member / 2**20:.0f} MiB per member, measured on the first), {limit / 2**30:.1f} GiB are "
+            "available: lower --population-size"
+        )
+    runs.extend(build_run(cell, work / cell.id, progress) for cell in cells[1:])
+    return runs
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _available_bytes() -> int | None:
+    """Memory available to new allocations (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _callback_state(run: BuiltRun) -> dict[str, Any]:
+    evaluation, recorder = run.evaluation, run.recorder
+    return {
+        "evaluation": {
+            name: getattr(evaluation, name)
+            for name in (
+                "n_calls",
+                "evaluations_results",
+                "evaluations_timesteps",
+                "evaluations_length",
+                "best_mean_reward",
+                "last_mean_reward",
+                "cpu_seconds",
+            )
+        },
+        "recorder": {name: getattr(recorder, name) for name in ("timesteps", "episode_return_means", "pad_fractions")},
+        "ep_info_buffer": list(run.model.ep_info_buffer or []),
+    }
+
+
+def _save(folder: Path, population: Any, runs: Sequence[BuiltRun], cpu_seconds: float) -> None:
+    """The population with its callbacks' state and CPU time so far, as one checkpoint (a resume reads both)."""
+    for index, run in enumerate(runs):
+        run.model = population.members[index]
+    state = {"cpu_seconds": cpu_seconds, "runs": [_callback_state(run) for run in runs]}
+    population.save(folder, extra_files={CALLBACK_STATE: pickle.dumps(state)})
+
+
+def _resume(folder: Path, runs: list[BuiltRun]) -> tuple[Any, float]:
+    """The checkpointed population with each run's callbacks and last training episodes as they were saved."""
+    from collections import deque
+
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_lecture_ppo.population import Population
+
+    def make_env(index: int) -> Any:
+        env = runs[index].model.get_env()
+        return env.venv if isinstance(env, VecNormalize) else env
+
+    population = Population.load(folder, make_env)
+    state = pickle.loads((Population.checkpoint_files(folder) / CALLBACK_STATE).read_bytes())
+    for run, model, saved in zip(runs, population.members, state["runs"], strict=True):
+        run.model = model
+        for name, value in saved["evaluation"].items():
+            setattr(run.evaluation, name, value)
+        for name, value in saved["recorder"].items():
+            setattr(run.recorder, name, value)
+        model.ep_info_buffer = deque(saved["ep_info_buffer"], maxlen=model._stats_window_size)
+    return population, float(state["cpu_seconds"])

@@ -1,0 +1,111 @@
+"""Sweeps through populations: which cells share one, their runs' records, memory refusal, resume."""
+
+import pytest
+
+from sb3_lecture_ppo.ablation import VARIANTS
+from sb3_lecture_ppo.evaluation import population_runner
+from sb3_lecture_ppo.evaluation.cells import Cell
+from sb3_lecture_ppo.evaluation.population_runner import (
+    PopulationMemoryError,
+    checkpoint_folder,
+    group_cells,
+    train_population_cells,
+)
+from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path, train_cell
+from sb3_lecture_ppo.population import Population
+
+TINY = dict(n_steps=64, batch_size=32, n_epochs=2, n_timesteps=256)
+
+
+def paper_cell(variant: str, seed: int, env_id: str = "Pendulum-v1", timesteps: int = 256, **fields) -> Cell:
+    return Cell.make(
+        contestant="lecture_ppo:paper",
+        env_id=env_id,
+        seed=seed,
+        timesteps=timesteps,
+        eval_freq=timesteps,
+        eval_episodes=1,
+        final_eval_episodes=2,
+        overrides={**TINY, **VARIANTS[variant]},
+        **fields,
+    )
+
+
+def test_cells_that_differ_only_in_seed_and_objective_share_a_population():
+    table = [paper_cell(variant, seed) for seed in range(3) for variant in VARIANTS]
+    assert [len(unit) for unit in group_cells(table, 64)] == [33]
+    assert [len(unit) for unit in group_cells(table, 10)] == [10, 10, 10, 3]
+    assert [len(unit) for unit in group_cells(table, 1)] == [1] * 33
+
+
+def test_cells_that_cannot_share_are_grouped_apart_never_mixed():
+    other_env = paper_cell("clip-0.2", 0, env_id="MountainCarContinuous-v0")
+    other_budget = paper_cell("clip-0.2", 0, timesteps=512)
+    other_rate = Cell.make(**{**paper_cell("none", 0).to_dict(), "overrides": {**TINY, "learning_rate": 1e-3}})
+    stopping = paper_cell("clip-0.2", 1, stop_at_return=-200.0)
+    sb3 = Cell.make(
+        contestant="ppo", env_id="Pendulum-v1", seed=0, timesteps=256, eval_freq=256, eval_episodes=1, final_eval_episodes=2
+    )
+    lecture = Cell.make(**{**sb3.to_dict(), "contestant": "lecture_ppo"})  # the lecture's segments: alone
+    cells = [paper_cell("clip-0.2", 0), other_env, paper_cell("none", 0), other_budget, other_rate, stopping, sb3, lecture]
+    units = group_cells(cells, 64)
+    assert [[cells.index(cell) for cell in unit] for unit in units] == [[0, 2], [1], [3], [4], [5], [6], [7]]
+
+
+def test_a_populations_runs_are_written_as_a_run_alone_writes_them(tmp_path):
+    cells = [paper_cell("clip-0.2", 0), paper_cell("kl_adaptive-0.01", 1)]
+    records = train_population_cells(cells, tmp_path)
+    alone = train_cell(paper_cell("none", 2), tmp_path)
+    for cell, record in zip(cells, records, strict=True):
+        assert load_run(run_path(tmp_path, cell)) == record
+        assert set(record) == set(alone) | {"population_size"}
+        assert record["population_size"] == 2 and record["timesteps"] == 256
+        assert record["evaluations"]["timesteps"] == [256]  # the evaluation at the budget's last step
+        assert record["last_100_training_episodes"] is not None  # Pendulum's 200-step episodes ended
+        assert record["hyperparams"]["objective"] == cell.overrides_dict()["objective"]
+        assert record["final_evaluation"]["episodes"] == 2
+
+
+def test_run_cells_trains_groups_and_singles_in_one_sweep(tmp_path):
+    cells = [paper_cell("clip-0.2", 0), paper_cell("none", 0), paper_cell("clip-0.2", 0, env_id="MountainCarContinuous-v0")]
+    assert run_cells(cells, tmp_path, jobs=2, show_progress=False, backend="population") == []
+    runs = [load_run(run_path(tmp_path, cell)) for cell in cells]
+    assert [run.get("population_size") for run in runs] == [2, 2, None]
+
+
+def test_a_population_too_large_for_memory_fails_before_training_naming_the_estimate(tmp_path):
+    cells = [paper_cell(variant, 0) for variant in ("none", "clip-0.2", "clip-0.3")]
+    with pytest.raises(PopulationMemoryError, match=r"3 members needs about .* GiB .* available: lower --population-size"):
+        train_population_cells(cells, tmp_path, memory_limit_bytes=1)
+    assert not list((tmp_path).glob("runs/*.json"))
+
+
+def test_an_interrupted_population_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    cells = [paper_cell("clip-0.2", 0, timesteps=512), paper_cell("none", 1, timesteps=512)]
+    monkeypatch.setattr(population_runner, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every update
+    train = Population.train
+    updates = []
+
+    def interrupted(self):
+        if len(updates) == 4:
+            raise KeyboardInterrupt  # killed during the fifth update
+        updates.append(self.members[0].num_timesteps)
+        return train(self)
+
+    monkeypatch.setattr(Population, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_population_cells(cells, tmp_path)
+    assert (checkpoint_folder(tmp_path, cells) / "population.json").exists()
+    assert not list((tmp_path).glob("runs/*.json"))
+
+    monkeypatch.setattr(Population, "train", train)
+    resumed_at = []
+    load = Population.load
+    monkeypatch.setattr(Population, "load", classmethod(lambda cls, *a, **k: resumed_at.append(1) or load(*a, **k)))
+    records = train_population_cells(cells, tmp_path)
+    assert resumed_at == [1]
+    for record in records:
+        assert record["timesteps"] == 512
+        # the curve's point from before the interruption (the first episode ends at 200) kept, none repeated
+        assert record["training_curve"]["timesteps"] == [256, 320, 384, 448, 512]
+    assert not checkpoint_folder(tmp_path, cells).exists()  # removed once every run is written
