@@ -192,14 +192,3 @@ def test_interval_estimates_are_reproducible_and_leave_numpy_global_generator_al
     assert aggregates["ahead"][0] == 13.0 and aggregates["ahead"][1] <= 13.0 <= aggregates["ahead"][2]
     assert improvements == {"behind": (1.0, 1.0, 1.0)}  # every seed of one beats every seed of the other
     assert interval_estimates(scores, best="ahead", reps=200, seed=1)[0] != first[0]  # another seed, other resamples
-
-
-def test_grad_norm_shares_records_every_gradient_step():
-    shares = load_script(BENCHMARKS / "grad_norm_shares.py")
-    norms, max_grad_norm = shares.record_norms("lecture_ppo", "CartPole-v1", seed=0, timesteps=256)
-    assert max_grad_norm == 0.5 and norms.shape[1] == 3 and len(norms) > 0
-    total, actor, critic = norms.T
-    assert np.all(np.isfinite(norms)) and np.all(norms >= 0)
-    # the shipped entry has no shared encoder: the heads' parameters are all the parameters, split in two
-    np.testing.assert_allclose(total**2, actor**2 + critic**2, rtol=1e-4)
-    assert shares.on_policy_algorithm.clip_grad_norm.__name__ == "clip_grad_norm"  # the recording hook removed

@@ -65,7 +65,7 @@ def zoo_entry(env_id: str, algo: str = "lecture_ppo") -> dict:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_lecture_ppo_zoo_cartpole_entry_learns_within_100k_steps(seed):
     """
-    hyperparams/lecture_ppo.yml, CartPole-v1 (100k steps, 4 envs, SB3's network): the issues' 475 on 100 episodes.
+    hyperparams/lecture_ppo.yml, CartPole-v1 (100k steps, 8 envs, SB3's network): the issues' 475 on 100 episodes.
     Measured: see the docs' results, "CartPole-v1" (100-episode evaluations at 100k).
     """
     params = zoo_entry("CartPole-v1")

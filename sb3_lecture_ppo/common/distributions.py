@@ -185,7 +185,8 @@ def action_terms(
     :func:`kl_from_params` (tested).
 
     :param policy: the actor-critic whose action head and distribution to use
-    :param latent_pi: (batch, latent_dim_pi) the actor's latent
+    :param latent_pi: (batch, latent_dim_pi) the actor's latent; for ``Discrete`` and ``Box`` actions any leading
+        dimensions (a population's members), the other arguments alike
     :param actions: (batch, action_dim) the actions taken, as stored in the rollout buffer
     :param old_params: (batch, distribution_params_dim) the behaviour policy's parameters
     :param entropy_grad: build the entropy's graph (else it is a statistic, computed without gradient)
@@ -194,7 +195,7 @@ def action_terms(
     action_dist = policy.action_dist
     if isinstance(action_dist, CategoricalDistribution):
         log_probs = th.log_softmax(policy.action_net(latent_pi), dim=-1)
-        log_prob = log_probs.gather(1, actions.long().reshape(-1, 1)).squeeze(1)
+        log_prob = log_probs.gather(-1, actions.long().reshape(*log_probs.shape[:-1], 1)).squeeze(-1)
         with _grad_if(entropy_grad):
             # clamped as torch's Categorical.entropy: an action of probability 0 adds 0, not 0 * -inf
             entropy = -(log_probs.clamp(min=th.finfo(log_probs.dtype).min) * log_probs.exp()).sum(dim=-1)
@@ -205,13 +206,13 @@ def action_terms(
         mean = policy.action_net(latent_pi)
         log_std = policy.log_std
         std = log_std.exp()
-        log_prob = (-((actions - mean) ** 2) / (2 * std**2) - log_std - HALF_LOG_TWO_PI).sum(dim=1)
+        log_prob = (-((actions - mean) ** 2) / (2 * std**2) - log_std - HALF_LOG_TWO_PI).sum(dim=-1)
         with _grad_if(entropy_grad):
-            entropy = (0.5 + HALF_LOG_TWO_PI + log_std).sum().expand(len(mean))
+            entropy = (0.5 + HALF_LOG_TWO_PI + log_std).sum(dim=-1).expand(mean.shape[:-1])
         with _grad_if(kl_grad):
-            old_mean, old_std = th.chunk(old_params, 2, dim=1)
+            old_mean, old_std = th.chunk(old_params, 2, dim=-1)
             variance_ratio = (old_std / std) ** 2
-            kl = (0.5 * (variance_ratio + ((old_mean - mean) / std) ** 2 - 1 - variance_ratio.log())).sum(dim=1)
+            kl = (0.5 * (variance_ratio + ((old_mean - mean) / std) ** 2 - 1 - variance_ratio.log())).sum(dim=-1)
         return ActionTerms(log_prob, entropy, kl)
     distribution = policy._get_action_dist_from_latent(latent_pi)
     log_prob = distribution.log_prob(actions)

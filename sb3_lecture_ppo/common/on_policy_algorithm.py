@@ -496,37 +496,38 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         :return: the loss and the approximate KL (SB3's, for ``target_kl``), a 0-d tensor
         """
         batch = self._as_steps(samples)
-        n_real = n_observations(batch.observations)
+        n_real = batch.old_log_prob.shape[-1]  # (a population's minibatches carry a leading member axis: see below)
         observations = batch.observations
         if batch.segments is not None:
             # V(s') of each segment's last step rides along in the same forward pass (no actor head for it)
             observations = concat_observations(observations, batch.segments.last_next_observations)
         all_values, (log_prob, entropy, kl) = self._evaluate(observations, n_real, batch)
-        values = all_values[:n_real]
+        values = all_values[..., :n_real]
 
-        advantages, value_targets = self._minibatch_advantages(batch, values, all_values[n_real:].detach())
-        if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages, value_targets = self._minibatch_advantages(batch, values, all_values[..., n_real:].detach())
+        if self.normalize_advantage and advantages.shape[-1] > 1:
+            advantages = (advantages - advantages.mean(dim=-1, keepdim=True)) / (advantages.std(dim=-1, keepdim=True) + 1e-8)
 
         log_ratio = log_prob - batch.old_log_prob
         ratio = th.exp(log_ratio)
-        policy_loss = -self._policy_surrogate(ratio, log_prob, advantages, kl).mean()
+        # Means over the last axis, the minibatch's steps: a population's (members, steps) gives one loss per member.
+        policy_loss = -self._policy_surrogate(ratio, log_prob, advantages, kl).mean(dim=-1)
 
         values_pred = values
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
             values_pred = batch.old_values + th.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
-        value_loss = ((value_targets - values_pred) ** 2).mean()
-        entropy_loss = -entropy.mean()
+        value_loss = ((value_targets - values_pred) ** 2).mean(dim=-1)
+        entropy_loss = -entropy.mean(dim=-1)
         loss = self.vf_coef * value_loss + self.pg_coef * policy_loss + self.ent_coef * entropy_loss
 
         with th.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean()
+            approx_kl = ((ratio - 1) - log_ratio).mean(dim=-1)
             stats["policy_gradient_loss"].append(policy_loss.detach())
             stats["value_loss"].append(value_loss.detach())
             stats["entropy_loss"].append(entropy_loss.detach())
             stats["approx_kl"].append(approx_kl)
-            stats["kl"].append(kl.mean().detach())
+            stats["kl"].append(kl.mean(dim=-1).detach())
             self._record_minibatch(stats, ratio)
         return loss, approx_kl
 

@@ -287,5 +287,5 @@ def actor_latent_and_values(
         latent_pi = policy.mlp_extractor.forward_actor(pi_features)
         latent_vf = policy.mlp_extractor.forward_critic(vf_features)
     if actor_rows is not None:
-        latent_pi = latent_pi[:actor_rows]
-    return latent_pi, policy.value_net(latent_vf).flatten()
+        latent_pi = latent_pi[..., :actor_rows, :]
+    return latent_pi, policy.value_net(latent_vf).squeeze(-1)  # (batch,), or a population's (members, batch)

@@ -45,7 +45,7 @@ from sb3_lecture_ppo.common.on_policy_algorithm import _true_next_observations, 
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
 from sb3_lecture_ppo.population.envs import PopulationEnvs, can_vectorize
-from sb3_lecture_ppo.population.stacked import stacked_act, stacked_policy
+from sb3_lecture_ppo.population.stacked import refresh_direct_parameters, stacked_act, stacked_policy
 from sb3_lecture_ppo.ppo.ppo import LecturePPO
 
 SHARED_SETTINGS = (
@@ -151,12 +151,18 @@ class Population:
         optimizer_kwargs = {
             key: value for key, value in template.policy.optimizer.defaults.items() if key in ("eps", "betas", "weight_decay")
         }
-        self.optimizer = th.optim.Adam(list(self.params.values()), lr=float(template.lr_schedule(1.0)), **optimizer_kwargs)
+        # foreach: one kernel per step for all stacked tensors (each element's Adam is the same arithmetic)
+        self.optimizer = th.optim.Adam(
+            list(self.params.values()), lr=float(template.lr_schedule(1.0)), foreach=True, **optimizer_kwargs
+        )
         self.random_states = [np.random.RandomState(member.seed) for member in self.members]
         self.callbacks: list[BaseCallback] = []
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
         self._vmapped_act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
         self._stacked_policy = None if template._through_policy_methods else stacked_policy(template.policy, self.params)
+        self._train_policy = (
+            None if template._through_policy_methods else stacked_policy(template.policy, self.params, with_grad=True)
+        )
         self._loss_module = _MemberLoss(template)
         self._act_module = _MemberAct(template)
         envs = [member.env for member in self.members]
@@ -365,7 +371,7 @@ class Population:
         stats: list[tuple[th.Tensor, ...]] = []
         for _ in range(template.n_epochs):
             for fields in self._stacked_minibatches():
-                loss, *statistics = self._loss(self.params, fields, clip_ranges, kl_coefs)
+                loss, *statistics = self._minibatch_losses(fields, clip_ranges, kl_coefs)
                 self.optimizer.zero_grad()
                 loss.sum().backward()  # members share no parameter: each gets the gradient of its own loss
                 if template.max_grad_norm is not None:
@@ -378,6 +384,30 @@ class Population:
             raise FloatingPointError("Population: a member's loss became NaN or inf: lower learning_rate or set max_grad_norm")
         self._adapt_kl_coefs()
         return {name: th.stack([step[index] for step in stats]).mean(dim=0).numpy() for index, name in enumerate(STATS)}
+
+    def _minibatch_losses(
+        self, fields: tuple[th.Tensor, ...], clip_ranges: th.Tensor, kl_coefs: th.Tensor
+    ) -> tuple[th.Tensor, ...]:
+        """
+        Every member's loss and statistics on its minibatch, ``(K,)`` each: the package's minibatch loss run once on
+        ``(K, batch, ...)`` fields through the stacked layers (its means are over the last axis), or under ``vmap``
+        where the stacked layers do not cover the policy.
+        """
+        if self._train_policy is None:
+            return self._loss(self.params, fields, clip_ranges, kl_coefs)
+        refresh_direct_parameters(self._train_policy)
+        template = self.template
+        saved = template.policy, template.objective, template._current_clip_range, template._current_kl_coef
+        template.policy = self._train_policy  # type: ignore[assignment]
+        template.objective = "clip_kl_fixed"  # with each member's epsilon and beta, as in _MemberLoss
+        template._current_clip_range = clip_ranges[:, None]  # type: ignore[assignment]  # (K, 1): over each batch
+        template._current_kl_coef = kl_coefs[:, None]  # type: ignore[assignment]
+        try:
+            stats: dict[str, list[th.Tensor]] = {name: [] for name in STATS}
+            loss, approx_kl = template._minibatch_loss(MinibatchSteps._make((*fields, None)), stats)
+        finally:
+            template.policy, template.objective, template._current_clip_range, template._current_kl_coef = saved
+        return loss, approx_kl, *(stats[name][-1] for name in STATS[2:])
 
     def _objective_tensors(self) -> tuple[th.Tensor, th.Tensor]:
         """Per member: epsilon (inf where it does not clip) and beta (0 where it has no KL penalty), this update's."""

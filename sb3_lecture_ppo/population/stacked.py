@@ -23,36 +23,53 @@ class StackedLinear(nn.Module):
 
     def __init__(self, weight: th.Tensor, bias: th.Tensor | None) -> None:
         super().__init__()
-        self.weight_t = weight.detach().transpose(1, 2)  # (K, in, out), a view: follows in-place optimizer steps
-        self.bias = None if bias is None else bias.detach().unsqueeze(1)  # (K, 1, out)
+        self.stacked_weight = weight  # (K, out, in): the population's tensor itself (or a detached alias of it)
+        self.stacked_bias = bias  # (K, out)
 
     def forward(self, inputs: th.Tensor) -> th.Tensor:
-        if self.bias is None:
-            return th.bmm(inputs, self.weight_t)
-        return th.baddbmm(self.bias, inputs, self.weight_t)
+        weight_t = self.stacked_weight.transpose(1, 2)
+        if self.stacked_bias is None:
+            return th.bmm(inputs, weight_t)
+        return th.baddbmm(self.stacked_bias.unsqueeze(1), inputs, weight_t)
 
 
-def stacked_policy(template: ActorCriticPolicy, params: dict[str, th.Tensor]) -> ActorCriticPolicy | None:
+def stacked_policy(
+    template: ActorCriticPolicy, params: dict[str, th.Tensor], with_grad: bool = False
+) -> ActorCriticPolicy | None:
     """
     ``template`` with every layer reading ``params`` (name to ``(K, ...)`` tensor) for all members at once, or None
     where a layer or the action distribution is not one this covers.
+
+    :param with_grad: read the tensors themselves (the update: gradients flow to them), else detached aliases of
+        them (the rollout); either way the layers see the optimizer's in-place steps
     """
     if not isinstance(template.action_dist, CategoricalDistribution | DiagGaussianDistribution):
         return None
     policy = copy.deepcopy(template)
+    read = (lambda tensor: tensor) if with_grad else (lambda tensor: tensor.detach())
     for name, module in list(policy.named_modules()):
         if isinstance(module, nn.Linear):
-            _replace(policy, name, StackedLinear(params[f"{name}.weight"], params.get(f"{name}.bias")))
+            bias = params.get(f"{name}.bias")
+            _replace(policy, name, StackedLinear(read(params[f"{name}.weight"]), None if bias is None else read(bias)))
         elif isinstance(module, nn.Flatten):
             _replace(policy, name, nn.Flatten(start_dim=module.start_dim + 1, end_dim=module.end_dim))
         elif any(True for _ in module.parameters(recurse=False)) and name != "":
             return None
-    for name, _ in list(template.named_parameters(recurse=False)):
+    policy.stacked_direct = {name: read(params[name]) for name, _ in template.named_parameters(recurse=False)}  # type: ignore[assignment]
+    for name in policy.stacked_direct:  # type: ignore[union-attr]
         delattr(policy, name)
-        # (K, ...) viewed as (K, 1, ...): broadcast over each member's batch
-        setattr(policy, name, params[name].detach().unsqueeze(1))
+    refresh_direct_parameters(policy)
     policy.optimizer = None  # type: ignore[assignment]  # the population's optimizer steps the stacked tensors
     return policy
+
+
+def refresh_direct_parameters(policy: ActorCriticPolicy) -> None:
+    """
+    The policy's own parameters (``log_std``) as ``(K, 1, ...)`` views of the stacked tensors, broadcast over each
+    member's batch: made anew before each use where gradients flow (a view made once would outlive its graph).
+    """
+    for name, tensor in policy.stacked_direct.items():  # type: ignore[union-attr, operator]
+        setattr(policy, name, tensor.unsqueeze(1))
 
 
 def stacked_act(policy: ActorCriticPolicy, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:

@@ -224,7 +224,7 @@ class LecturePPO(LectureOnPolicyAlgorithm):
 
     def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor) -> None:
         if self._current_clip_range is not None:
-            stats["clip_fraction"].append((th.abs(ratio - 1) > self._current_clip_range).float().mean())
+            stats["clip_fraction"].append((th.abs(ratio - 1) > self._current_clip_range).float().mean(dim=-1))
 
     def _on_train_end(self) -> None:
         spec = OBJECTIVES[self.objective]
