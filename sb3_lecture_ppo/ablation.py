@@ -74,7 +74,8 @@ SETTINGS = {"paper": "lecture_ppo:paper", "shipped": "lecture_ppo"}
 COMPARISONS = ("ppo", "a2c", "trpo", "lecture_ac", "lecture_gae_ac", "lecture_mc_pg")
 QUICK = dict(envs=["CartPole-v1", "Pendulum-v1"], seeds=2, timesteps=["12000"])
 """
-44 runs of 12k steps: 9.6 minutes with --jobs 2 on 2 idle cores (measured 2026-11-25; 17 CPU-minutes).
+44 runs of 12k steps, trained as two populations of 22 (one per env): 5.4 CPU-minutes, 7.8 minutes with --jobs 2
+beside three other training processes (measured 2026-11-30; one process per run: 17 CPU-minutes, 2026-11-25).
 """
 RANDOM_EPISODES = 100
 
