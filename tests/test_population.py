@@ -310,11 +310,11 @@ def test_a_callback_that_stops_is_refused():
 
 
 @pytest.mark.slow
-def test_a_population_of_four_seeds_learns_cartpole_at_a_single_runs_budget():
+def test_a_population_of_four_seeds_learns_cartpole_at_a_single_runs_budget(tmp_path):
     """
     SB3 PPO's zoo entry for CartPole-v1 in the paper setting (``lecture_ppo:sb3``: SB3's semantics, its network), four
     seeds as one population, at the entry's own budget of 100k steps: every member's deterministic policy reaches 475
-    (mean of 10 episodes, evaluated every 2k steps by an ``EvalCallback`` per member), the benchmark's "first reach",
+    (mean of 5 episodes, evaluated every 4k steps by an ``EvalCallback`` per member), the benchmark's "first reach",
     which a LecturePPO trained alone with this entry reaches at a median of 18k steps (docs, CartPole results).
     """
     from stable_baselines3.common.callbacks import EvalCallback
@@ -339,10 +339,16 @@ def test_a_population_of_four_seeds_learns_cartpole_at_a_single_runs_budget():
         for seed in range(4)
     ]
     evaluations = [
-        EvalCallback(make_vec_env("CartPole-v1", seed=100 + seed), n_eval_episodes=10, eval_freq=2000 // 8, verbose=0)
+        EvalCallback(
+            make_vec_env("CartPole-v1", seed=100 + seed),
+            n_eval_episodes=5,
+            eval_freq=4000 // 8,
+            log_path=str(tmp_path / str(seed)),  # SB3 keeps the results only where it logs them
+            verbose=0,
+        )
         for seed in range(4)
     ]
     Population(members).learn(100_000, callbacks=evaluations)
     for index, evaluation in enumerate(evaluations):
         means = [float(np.mean(returns)) for returns in evaluation.evaluations_results]
-        assert len(means) == 50 and max(means) >= 475, (index, means)
+        assert len(means) == 25 and max(means) >= 475, (index, means)

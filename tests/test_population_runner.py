@@ -1,5 +1,6 @@
 """Sweeps through populations: which cells share one, their runs' records, memory refusal, resume."""
 
+import optuna
 import pytest
 
 from sb3_lecture_ppo.ablation import VARIANTS
@@ -109,3 +110,49 @@ def test_an_interrupted_population_resumes_from_its_checkpoint(tmp_path, monkeyp
         # the curve's point from before the interruption (the first episode ends at 200) kept, none repeated
         assert record["training_curve"]["timesteps"] == [256, 320, 384, 448, 512]
     assert not checkpoint_folder(tmp_path, cells).exists()  # removed once every run is written
+
+
+def test_an_optuna_worker_takes_the_next_queued_cells_of_one_population_together(tmp_path):
+    """The worker's grouping on a journal storage, with a stand-in for training: every cell once, groups in order."""
+    from sb3_lecture_ppo.evaluation.distributed import open_cell_study, open_storage, run_worker
+    from sb3_lecture_ppo.evaluation.population_runner import population_key
+
+    pendulum = [paper_cell(variant, seed) for seed in range(2) for variant in ("none", "clip-0.2", "clip-0.3")]
+    alone = Cell.make(
+        contestant="ppo", env_id="Pendulum-v1", seed=0, timesteps=256, eval_freq=256, eval_episodes=1, final_eval_episodes=2
+    )
+    cells = [*pendulum[:3], alone, *pendulum[3:]]
+    study = open_cell_study(open_storage(str(tmp_path / "study.log")), "sweep", cells)
+    groups: list[list[str]] = []
+
+    def run(group):
+        groups.append([cell.id for cell in group])
+        return [{"score": float(index)} for index, _ in enumerate(group)]
+
+    trained = run_worker(
+        study, cells, run, lambda record: record["score"], group_key=population_key, max_group=4, log=lambda _: None
+    )
+    ids = [cell.id for cell in cells]
+    assert trained == len(cells)
+    assert groups == [ids[0:3], [ids[3]], ids[4:7]]  # the ppo cell between them trains alone
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted(trial.params["cell"] for trial in complete) == sorted(ids)
+
+
+def test_an_optuna_worker_caps_its_groups_at_the_population_size(tmp_path):
+    from sb3_lecture_ppo.evaluation.distributed import open_cell_study, open_storage, run_worker
+    from sb3_lecture_ppo.evaluation.population_runner import population_key
+
+    cells = [paper_cell(variant, seed) for seed in range(3) for variant in ("none", "clip-0.2")]
+    study = open_cell_study(open_storage(str(tmp_path / "study.log")), "sweep", cells)
+    sizes: list[int] = []
+    run_worker(
+        study,
+        cells,
+        lambda group: sizes.append(len(group)) or [{} for _ in group],
+        lambda record: 0.0,
+        group_key=population_key,
+        max_group=4,
+        log=lambda _: None,
+    )
+    assert sizes == [4, 2]

@@ -196,19 +196,24 @@ def _from_queue(study: optuna.Study, trial: optuna.Trial) -> bool:
 def run_worker(
     study: optuna.Study,
     cells: Sequence[Cell],
-    run: Callable[[Cell], dict[str, Any] | None],
+    run: Callable[[list[Cell]], list[dict[str, Any] | None]],
     score: Callable[[dict[str, Any]], float],
     heartbeat_seconds: float = 30.0,
     grace_seconds: float = 120.0,
     poll_seconds: float = 5.0,
     log: Callable[[str], None] = print,
+    group_key: Callable[[Cell], Any] | None = None,
+    max_group: int = 1,
 ) -> int:
     """
     Take cells from the study until every cell has a completed trial, waiting while the last ones
     run elsewhere (so that a dead worker's cell is rerun here).
 
-    :param run: trains a cell; its run record, or None where it failed
+    :param run: trains a group of cells (one cell, or a population of them); each cell's run record, or None
+        where it failed
     :param score: the trial's objective value of a run record
+    :param group_key: cells with the same non-None key may train together: the worker takes, with a cell, the
+        next queued cells of the same key (up to ``max_group`` in all), one trial each
     :return: the number of cells this worker trained
     """
     by_id = {cell.id: cell for cell in cells}
@@ -226,27 +231,84 @@ def run_worker(
         if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             time.sleep(poll_seconds)  # the rest runs elsewhere: stay to rerun a dead worker's cell
             continue
-        trial = study.ask()
-        if not _from_queue(study, trial):
-            study.tell(trial, state=TrialState.PRUNED)  # the queue emptied meanwhile
+        first = _ask_cell(study, by_id, ids, completed)
+        if first is None:
             continue
-        cell = by_id[trial.suggest_categorical(CELL_PARAM, ids)]
-        if cell.id in completed:  # a retry of a trial that was failed as stale but finished after all
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        log(f"trial {trial.number}: {cell.label}")
-        with Heartbeat(trial, heartbeat_seconds):
-            record = run(cell)
-        trained += 1
-        try:
-            if record is None:
-                frozen = study.tell(trial, state=TrialState.FAIL)
-                RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, frozen)
-                continue
-            trial.set_user_attr(RUN_ATTR, record)
-            study.tell(trial, score(record))
-        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as error:
-            log(f"trial {trial.number} was failed as stale while it ran ({error}); its retry is the one that counts")
+        units = [[first]] if group_key is None else _take_group(study, by_id, ids, completed, first, group_key, max_group)
+        for unit in units:
+            log(", ".join(f"trial {trial.number}: {cell.label}" for trial, cell in unit))
+            with contextlib.ExitStack() as beating:
+                for trial, _ in unit:
+                    beating.enter_context(Heartbeat(trial, heartbeat_seconds))
+                records = run([cell for _, cell in unit])
+            trained += len(unit)
+            for (trial, _), record in zip(unit, records, strict=True):
+                _tell(study, trial, record, score, log)
+
+
+def _take_group(
+    study: optuna.Study,
+    by_id: dict[str, Cell],
+    ids: list[str],
+    completed: set[str],
+    first: tuple[optuna.Trial, Cell],
+    group_key: Callable[[Cell], Any],
+    max_group: int,
+) -> list[list[tuple[optuna.Trial, Cell]]]:
+    """``first`` with the next queued cells of its key: one group, and a cell of another key where one slipped in."""
+    units = [[first]]
+    key = group_key(first[1])
+    while key is not None and len(units[0]) < max_group and _next_queued_key(study, by_id, group_key) == key:
+        taken = _ask_cell(study, by_id, ids, completed)
+        if taken is None:
+            break
+        if group_key(taken[1]) != key:  # another worker took the one we looked at: this one trains alone
+            units.append([taken])
+            break
+        units[0].append(taken)
+    return units
+
+
+def _ask_cell(
+    study: optuna.Study, by_id: dict[str, Cell], ids: list[str], completed: set[str]
+) -> tuple[optuna.Trial, Cell] | None:
+    """The next queued cell with its trial, or None where there was none to take (the trial is closed as pruned)."""
+    trial = study.ask()
+    if not _from_queue(study, trial):
+        study.tell(trial, state=TrialState.PRUNED)  # the queue emptied meanwhile
+        return None
+    cell = by_id[trial.suggest_categorical(CELL_PARAM, ids)]
+    if cell.id in completed:  # a retry of a trial that was failed as stale but finished after all
+        study.tell(trial, state=TrialState.PRUNED)
+        return None
+    return trial, cell
+
+
+def _next_queued_key(study: optuna.Study, by_id: dict[str, Cell], group_key: Callable[[Cell], Any]) -> Any:
+    """The group key of the cell that ``ask`` hands out next (the oldest waiting trial), None where there is none."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if not waiting:
+        return None
+    cell_id = min(waiting, key=lambda trial: trial.number).system_attrs.get("fixed_params", {}).get(CELL_PARAM)
+    return None if cell_id not in by_id else group_key(by_id[cell_id])
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    record: dict[str, Any] | None,
+    score: Callable[[dict[str, Any]], float],
+    log: Callable[[str], None],
+) -> None:
+    try:
+        if record is None:
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, frozen)
+            return
+        trial.set_user_attr(RUN_ATTR, record)
+        study.tell(trial, score(record))
+    except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as error:
+        log(f"trial {trial.number} was failed as stale while it ran ({error}); its retry is the one that counts")
 
 
 def run_sweep(
@@ -265,10 +327,12 @@ def run_sweep(
     """
     Train the cells without a finished run: locally (``jobs`` processes, ``backend`` as in
     :func:`~sb3_lecture_ppo.evaluation.runner.run_cells`), or as one worker of the study ``study_name`` on
-    ``storage`` (whose finished runs are also written to ``out_dir``; a worker trains one cell at a time).
+    ``storage`` (whose finished runs are also written to ``out_dir``; with ``backend="population"`` a worker takes
+    the next queued cells that can share a population together, one trial each).
 
     :return: the cells that failed locally (the study retries its own)
     """
+    from sb3_lecture_ppo.evaluation.population_runner import population_key
     from sb3_lecture_ppo.evaluation.runner import load_run, run_cells, run_path, write_json_atomically
 
     if storage is None:
@@ -278,13 +342,24 @@ def run_sweep(
     if not study_name:
         raise StorageError("--storage needs --study-name: the name every worker of the sweep uses")
 
-    def run(cell: Cell) -> dict[str, Any] | None:
-        failed = run_cells([cell], out_dir, jobs=1, show_progress=show_progress)
-        return None if failed else load_run(run_path(out_dir, cell))
+    def run(group: list[Cell]) -> list[dict[str, Any] | None]:
+        failed = run_cells(
+            group, out_dir, jobs=1, show_progress=show_progress, backend=backend, population_size=population_size
+        )
+        return [None if cell in failed else load_run(run_path(out_dir, cell)) for cell in group]
 
     with storage_lost_is_one_line(storage):
         study = open_cell_study(open_storage(storage), study_name, cells)
-        run_worker(study, cells, run, score, heartbeat_seconds=heartbeat_seconds, grace_seconds=grace_seconds)
+        run_worker(
+            study,
+            cells,
+            run,
+            score,
+            heartbeat_seconds=heartbeat_seconds,
+            grace_seconds=grace_seconds,
+            group_key=population_key if backend == "population" else None,
+            max_group=population_size,
+        )
         records = finished_runs(study)
     for cell_id, record in records.items():  # runs that other workers trained
         cell = next(cell for cell in cells if cell.id == cell_id)
