@@ -352,3 +352,22 @@ def test_a_population_of_four_seeds_learns_cartpole_at_a_single_runs_budget(tmp_
     for index, evaluation in enumerate(evaluations):
         means = [float(np.mean(returns)) for returns in evaluation.evaluations_results]
         assert len(means) == 25 and max(means) >= 475, (index, means)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+@pytest.mark.parametrize("field", ["observation", "reward", "terminal"])
+def test_a_non_finite_value_from_a_members_env_names_the_member_env_and_step(vectorize, field):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_lecture_ppo.common.on_policy_algorithm import NonFiniteEnvValueError
+    from tests.test_errors import NonFiniteEnv
+
+    def model(seed: int, bad_step: int) -> LecturePPO:
+        env = VecNormalize(DummyVecEnv([lambda: NonFiniteEnv(field, bad_step=bad_step)]), norm_reward=False)
+        return LecturePPO(ActorCriticPolicy, env, seed=seed, **{**PAPER, "n_steps": 16, "batch_size": 8})
+
+    population = Population([model(0, 10**6), model(1, 5)], vectorize_envs=vectorize)
+    assert (population.envs is not None) == vectorize
+    name = "terminal observation" if field == "terminal" else f"{field} at step 5"
+    with pytest.raises(NonFiniteEnvValueError, match=f"population member 1: env 0 returned a non-finite {name}"):
+        population.learn(64)

@@ -41,7 +41,7 @@ from torch.func import functional_call, vmap
 from sb3_lecture_ppo.common.distributions import sample_actions
 from sb3_lecture_ppo.common.files import write_atomically, write_bytes_atomically
 from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
-from sb3_lecture_ppo.common.on_policy_algorithm import _true_next_observations, check_finite
+from sb3_lecture_ppo.common.on_policy_algorithm import NonFiniteEnvValueError, _true_next_observations, check_finite
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
 from sb3_lecture_ppo.population.envs import PopulationEnvs, can_vectorize
@@ -242,10 +242,11 @@ class Population:
         """One rollout of ``n_steps`` per env for every member, actions from one batched forward pass."""
         callbacks = self._member_callbacks()
         self.sync_members()  # the callbacks see each member's current weights
-        for member, callback in zip(self.members, callbacks, strict=True):
+        for index, (member, callback) in enumerate(zip(self.members, callbacks, strict=True)):
             member.policy.set_training_mode(False)
             member.rollout_buffer.reset()
-            check_finite(member._last_obs, "observation", member.num_timesteps)
+            with naming_member(index):
+                check_finite(member._last_obs, "observation", member.num_timesteps)
             callback.on_rollout_start()
         if self.envs is not None:
             self._collect_stacked(self.envs, callbacks)
@@ -288,14 +289,15 @@ class Population:
             steps = self._step_envs(env_actions)
             self._step_callbacks(callbacks)
             for index, member in enumerate(self.members):
-                member._store_step(
-                    member.rollout_buffer,
-                    stored[index],
-                    *steps[index],
-                    values[index],
-                    log_probs[index],
-                    behaviour_params[index],
-                )
+                with naming_member(index):
+                    member._store_step(
+                        member.rollout_buffer,
+                        stored[index],
+                        *steps[index],
+                        values[index],
+                        log_probs[index],
+                        behaviour_params[index],
+                    )
 
     def _collect_stacked(self, envs: PopulationEnvs, callbacks: Sequence[BaseCallback]) -> None:
         """
@@ -325,7 +327,8 @@ class Population:
             for ended in np.flatnonzero(dones.any(axis=1)):
                 member_infos = infos[ended * n_envs : (ended + 1) * n_envs]
                 members[ended]._update_info_buffer(member_infos, dones[ended])
-                next_obs[ended], terminated[ended] = _true_next_observations(new_obs[ended], dones[ended], member_infos)
+                with naming_member(int(ended)):
+                    next_obs[ended], terminated[ended] = _true_next_observations(new_obs[ended], dones[ended], member_infos)
             rollout.add(
                 step, last_obs, stored, rewards, last_starts, values, log_probs, next_obs, terminated, dones, behaviour_params
             )
@@ -337,21 +340,27 @@ class Population:
             rollout.fill(index, member.rollout_buffer)
 
     def _check_finite_stacked(self, values: np.ndarray, field: str) -> None:
-        """One check for all members; where it fails, the member's own check names its env and step."""
+        """One check for all members; where it fails, the member's own check names the member, its env and step."""
         if np.isfinite(values).all():
             return
         for index, member in enumerate(self.members):
-            check_finite(values[index], f"{field} (member {index})", member.num_timesteps)
+            with naming_member(index):
+                check_finite(values[index], field, member.num_timesteps)
 
     def _step_envs(self, env_actions: Sequence[Any]) -> list[tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]]:
         """Every member's env step: all at once where the envs allow it (:mod:`.envs`), else member by member."""
         if self.envs is None:
-            return [member._step_env(member.env, actions) for member, actions in zip(self.members, env_actions, strict=True)]  # type: ignore[arg-type]
+            steps = []
+            for index, (member, actions) in enumerate(zip(self.members, env_actions, strict=True)):
+                with naming_member(index):
+                    steps.append(member._step_env(member.env, actions))  # type: ignore[arg-type]
+            return steps
         steps = self.envs.step(env_actions)
-        for member, (new_obs, rewards, _, _) in zip(self.members, steps, strict=True):
+        for index, (member, (new_obs, rewards, _, _)) in enumerate(zip(self.members, steps, strict=True)):
             member.num_timesteps += member.n_envs
-            check_finite(new_obs, "observation", member.num_timesteps)
-            check_finite(rewards, "reward", member.num_timesteps)
+            with naming_member(index):
+                check_finite(new_obs, "observation", member.num_timesteps)
+                check_finite(rewards, "reward", member.num_timesteps)
         return steps
 
     def _detached_params(self) -> dict[str, th.Tensor]:
@@ -628,6 +637,15 @@ def clip_grad_norm_per_member(parameters: list[th.Tensor], max_norm: float) -> N
     factors = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
     for grad in grads:
         grad.mul_(factors.reshape(-1, *([1] * (grad.dim() - 1))))
+
+
+@contextlib.contextmanager
+def naming_member(index: int) -> Iterator[None]:
+    """A non-finite value from an env names the population member whose env returned it."""
+    try:
+        yield
+    except NonFiniteEnvValueError as error:
+        raise NonFiniteEnvValueError(f"population member {index}: {error}") from None
 
 
 @contextlib.contextmanager
