@@ -107,6 +107,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="episodes of the final evaluation",
     )
     parser.add_argument(
+        "--eval-envs",
+        type=_positive_int("--eval-envs"),
+        default=1,
+        help="envs an evaluation steps at once (its episodes split evenly over them): the same evaluation, "
+        "a fraction of its time on a small network",
+    )
+    parser.add_argument(
         "--threshold",
         nargs="+",
         default=[],
@@ -228,6 +235,13 @@ def sweep_cells(args: argparse.Namespace) -> tuple[list[Cell], dict[str, dict[st
             eval_episodes=args.eval_episodes,
             final_eval_episodes=args.final_eval_episodes,
         )
+        if args.eval_envs != 1:  # (absent where 1: the folders and cell ids of earlier sweeps stay valid)
+            if args.eval_episodes % args.eval_envs or args.final_eval_episodes % args.eval_envs:
+                raise UsageError(
+                    f"--eval-envs {args.eval_envs} must divide --eval-episodes ({args.eval_episodes}) and "
+                    f"--final-eval-episodes ({args.final_eval_episodes}): every env plays the same number of episodes"
+                )
+            settings[env_id]["eval_envs"] = args.eval_envs
     for name in args.algos:
         for env_id in args.envs:
             try:

@@ -59,6 +59,16 @@ def test_a_cell_that_stops_at_a_return_ends_at_its_first_evaluation_there(tmp_pa
     assert load_run(run_path(tmp_path, cell)) == json.loads(json.dumps(record, default=str))
 
 
+def test_evaluations_on_several_envs_play_the_same_episodes_and_name_a_new_cell(tmp_path):
+    cell = Cell.make(**{**CELL, "eval_episodes": 4, "final_eval_episodes": 6}, eval_envs=2)
+    assert "eval_envs" not in Cell.make(**CELL).to_dict() and cell.to_dict()["eval_envs"] == 2
+    assert cell.id != Cell.make(**{**CELL, "eval_episodes": 4, "final_eval_episodes": 6}).id
+    record = train_cell(cell, tmp_path)
+    assert len(record["evaluations"]["timesteps"]) == 2  # every 500 steps (of 8 envs: 496, 992)
+    assert record["final_evaluation"]["episodes"] == 6
+    assert Cell.from_dict(record["cell"]) == cell
+
+
 def test_the_sweep_bar_ends_full_when_a_run_stops_at_its_return(tmp_path, capsys):
     cell = Cell.make(**{**CELL, "timesteps": 4096, "eval_freq": 512}, stop_at_return=1.0)
     assert run_cells([cell], tmp_path, show_progress=True) == []
@@ -182,6 +192,7 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
         (["--timesteps", "0"], "--timesteps: the budget of CartPole-v1 must be a positive"),
         (["--timesteps", "Pendulum-v1=100"], "--timesteps 'Pendulum-v1=100': Pendulum-v1 is not among --envs"),
         (["--envs", "Acrobot-v1"], "--timesteps: no default budget for Acrobot-v1"),
+        (["--eval-envs", "3"], "--eval-envs 3 must divide --eval-episodes (10) and --final-eval-episodes (100)"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(capsys, tmp_path, args, message):
@@ -191,7 +202,7 @@ def test_bad_input_is_one_line_naming_the_option(capsys, tmp_path, args, message
 
 
 def test_bad_counts_are_refused_by_the_parser(capsys):
-    for option in ("--seeds", "--jobs", "--eval-episodes"):
+    for option in ("--seeds", "--jobs", "--eval-episodes", "--eval-envs"):
         with pytest.raises(SystemExit):
             benchmark.main([option, "0"])
         assert f"{option} must be a positive integer" in capsys.readouterr().err

@@ -31,6 +31,8 @@ class Cell:
         ``StopTrainingOnRewardThreshold``); schedules still run over ``timesteps``, so a run stopped at step
         ``t`` trained exactly as the first ``t`` steps of the full run. None: train the whole budget.
         Measures steps to a threshold at a fraction of a full run's cost.
+    :param eval_envs: envs that an evaluation steps at once, its episodes split evenly over them (SB3's
+        ``evaluate_policy`` on a vectorized env): the same evaluation of the deterministic policy, faster
     """
 
     contestant: str
@@ -42,6 +44,7 @@ class Cell:
     final_eval_episodes: int
     overrides: tuple[tuple[str, Any], ...] = ()
     stop_at_return: float | None = None
+    eval_envs: int = 1
 
     @property
     def id(self) -> str:
@@ -62,6 +65,8 @@ class Cell:
         data["overrides"] = {key: value for key, value in self.overrides}
         if self.stop_at_return is None:
             del data["stop_at_return"]  # the ids of cells made before this field existed stay the same
+        if self.eval_envs == 1:
+            del data["eval_envs"]  # (likewise)
         return data
 
     @classmethod

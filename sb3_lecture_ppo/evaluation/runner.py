@@ -166,12 +166,12 @@ def _experiment(cell: Cell, work_dir: Path) -> tuple[Any, dict[str, Any], str]:
     return manager, hyperparams, entry_name
 
 
-def _evaluation_env(manager: Any, seed: int) -> Any:
-    """The zoo's evaluation env (VecNormalize frozen, rewards unnormalized), seeded with ``seed``."""
+def _evaluation_env(manager: Any, seed: int, n_envs: int = 1) -> Any:
+    """The zoo's evaluation env of ``n_envs`` envs (VecNormalize frozen, rewards unnormalized), seeded from ``seed``."""
     training_seed = manager.seed
     manager.seed = seed
     try:
-        return manager.create_envs(1, eval_env=True)
+        return manager.create_envs(n_envs, eval_env=True)
     finally:
         manager.seed = training_seed
 
@@ -278,7 +278,7 @@ def build_run(cell: Cell, work: Path, progress: Any = None) -> BuiltRun:
     manager, hyperparams, entry_name = _experiment(cell, work)
     model, _ = manager.setup_experiment()
     evaluation = TimedEvalCallback(
-        _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET),
+        _evaluation_env(manager, cell.seed + EVAL_SEED_OFFSET, cell.eval_envs),
         n_eval_episodes=cell.eval_episodes,
         eval_freq=max(cell.eval_freq // model.n_envs, 1),
         deterministic=manager.deterministic_eval,
@@ -302,7 +302,7 @@ def run_record(run: BuiltRun, wall_seconds: float, cpu_seconds: float, populatio
     from stable_baselines3.common.vec_env import sync_envs_normalization
 
     cell, model, evaluation, recorder = run.cell, run.model, run.evaluation, run.recorder
-    final_env = _evaluation_env(run.manager, cell.seed + EVAL_SEED_OFFSET)
+    final_env = _evaluation_env(run.manager, cell.seed + EVAL_SEED_OFFSET, cell.eval_envs)
     sync_envs_normalization(model.get_env(), final_env)
     final_returns, _ = evaluate_policy(
         model,
