@@ -16,6 +16,14 @@ CANDIDATES = {
     "c3_gamma99": dict(gamma=0.99),
     "c4_lambda_target": dict(value_target="lambda"),
     "c5_seq32_gamma99": dict(seq_length=32, gamma=0.99),
+    "c5_once": dict(recompute_advantage=False),
+    "c6_lambda_once": dict(value_target="lambda", recompute_advantage=False),
+    "c7_epochs10": dict(n_epochs=10),
+    "c8_lambda_epochs10": dict(value_target="lambda", n_epochs=10),
+    "ppo": {},
+    "k1_clip_kl_adaptive": dict(objective="clip_kl_adaptive", kl_target=0.01),
+    "k2_target_kl": dict(target_kl=0.02),
+    "k3_lambda_clip_kl_adaptive": dict(objective="clip_kl_adaptive", kl_target=0.01, value_target="lambda"),
 }
 def lin(v):
     return lambda p: p * v
@@ -35,7 +43,14 @@ def run(name, seed, n_envs=8, lr=1e-3):
     th.set_num_threads(1)
     kw = {**BASE, **CANDIDATES[name]}
     env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
-    model = LecturePPO("MlpPolicy", env, learning_rate=lin(lr), clip_range=lin(0.2), seed=seed, device="cpu", **kw)
+    if name == "ppo":
+        from stable_baselines3 import PPO
+        for key in ("seq_length", "advantage_scope", "recompute_advantage", "value_target"):
+            kw.pop(key)
+        kw["policy_kwargs"] = {k: v for k, v in kw["policy_kwargs"].items() if k != "encoder_layers"}
+        model = PPO("MlpPolicy", env, learning_rate=lin(lr), clip_range=lin(0.2), seed=seed, device="cpu", **kw)
+    else:
+        model = LecturePPO("MlpPolicy", env, learning_rate=lin(lr), clip_range=lin(0.2), seed=seed, device="cpu", **kw)
     ev_env = make_vec_env("CartPole-v1", n_envs=20, seed=seed + 10_000)
     cb = Eval(ev_env, 2000)
     t = time.process_time()
