@@ -1,6 +1,6 @@
-import sys,json,collections,statistics,glob
+import sys,json,collections,statistics,glob,os
 rows=collections.defaultdict(list)
-for f in glob.glob('/tmp/screen/*.jsonl'):
+for f in glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), '*.jsonl')):
   for l in open(f):
     d=json.loads(l); c=d['curve']
     stays=None
