@@ -1,15 +1,28 @@
 """CartPole screen: candidates on seeds, 20-episode evals every 2k steps (vectorized), final 100 episodes."""
-import json, sys, time
-import numpy as np, torch as th
+
+import json
+import sys
+import time
+import numpy as np
+import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import get_linear_fn
 from sb3_lecture_ppo import LecturePPO
 
-BASE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
-            policy_kwargs=dict(encoder_layers=0, net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=th.nn.Tanh),
-            seq_length=16, advantage_scope="segment", recompute_advantage=True, value_target="td")
+BASE = dict(
+    n_steps=32,
+    batch_size=256,
+    gae_lambda=0.8,
+    gamma=0.98,
+    n_epochs=20,
+    ent_coef=0.0,
+    policy_kwargs=dict(encoder_layers=0, net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=th.nn.Tanh),
+    seq_length=16,
+    advantage_scope="segment",
+    recompute_advantage=True,
+    value_target="td",
+)
 CANDIDATES = {
     "c1": {},
     "c2_seq32": dict(seq_length=32),
@@ -25,13 +38,18 @@ CANDIDATES = {
     "k2_target_kl": dict(target_kl=0.02),
     "k3_lambda_clip_kl_adaptive": dict(objective="clip_kl_adaptive", kl_target=0.01, value_target="lambda"),
 }
+
+
 def lin(v):
     return lambda p: p * v
 
+
 class Eval(BaseCallback):
     def __init__(self, env, every):
-        super().__init__(); self.env, self.every, self.curve = env, every, []
+        super().__init__()
+        self.env, self.every, self.curve = env, every, []
         self.next = every
+
     def _on_step(self):
         if self.num_timesteps >= self.next:
             self.next += self.every
@@ -39,12 +57,14 @@ class Eval(BaseCallback):
             self.curve.append((self.num_timesteps, float(r)))
         return True
 
+
 def run(name, seed, n_envs=8, lr=1e-3):
     th.set_num_threads(1)
     kw = {**BASE, **CANDIDATES[name]}
     env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
     if name == "ppo":
         from stable_baselines3 import PPO
+
         for key in ("seq_length", "advantage_scope", "recompute_advantage", "value_target"):
             kw.pop(key)
         kw["policy_kwargs"] = {k: v for k, v in kw["policy_kwargs"].items() if k != "encoder_layers"}
@@ -59,6 +79,7 @@ def run(name, seed, n_envs=8, lr=1e-3):
     rets, _ = evaluate_policy(model, fin_env, n_eval_episodes=100, deterministic=True, return_episode_rewards=True)
     return dict(name=name, seed=seed, final=float(np.mean(rets)), curve=cb.curve, cpu=time.process_time() - t)
 
+
 if __name__ == "__main__":
     out = sys.argv[1]
     names = sys.argv[2].split(",")
@@ -67,4 +88,5 @@ if __name__ == "__main__":
         for seed in seeds:
             for name in names:
                 r = run(name, seed)
-                f.write(json.dumps(r) + "\n"); f.flush()
+                f.write(json.dumps(r) + "\n")
+                f.flush()
