@@ -137,7 +137,7 @@ def test_cartpole_screen_report_only_trains_nothing(tmp_path):
     empty = subprocess.run(report_only(tmp_path / "none"), capture_output=True, text=True)
     assert empty.returncode == 0, empty.stderr  # no finished run: an empty table, not a crash
 
-    path.write_text(json.dumps({**run, "hyperparams": {**cell_hyperparams(finished), "n_envs": 8}}))  # entry retuned since
+    path.write_text(json.dumps({**run, "hyperparams": {**cell_hyperparams(finished), "n_envs": 3}}))  # entry retuned since
     stale = subprocess.run([*report_only(tmp_path), *variants], capture_output=True, text=True, timeout=120)
     assert stale.returncode == 2 and "--out:" in stale.stderr and "entry has changed" in stale.stderr
     assert "Traceback" not in stale.stderr

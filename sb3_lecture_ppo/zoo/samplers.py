@@ -90,6 +90,8 @@ def convert_lecture_params(params: dict[str, Any]) -> dict[str, Any]:
     if "one_minus_gae_lambda" in kwargs:
         kwargs["gae_lambda"] = 1 - kwargs.pop("one_minus_gae_lambda")
     kwargs["policy_kwargs"] = _policy_kwargs(kwargs)
+    if kwargs.get("objective") == "clip":
+        kwargs["kl_target"] = None  # the entry's KL target (of a KL objective) does not apply to the sampled clip
     return kwargs
 
 
