@@ -50,7 +50,8 @@ def test_train_enjoy_plot_and_continue(tmp_path):
     run([sys.executable, "-m", "rl_zoo3.record_video", *video], cwd=tmp_path, env={**ENV, "SDL_VIDEODRIVER": "dummy"})
     assert list((run_folder / "videos").glob("*.mp4"))
 
-    # -i: continue training from the saved agent: the adaptive beta carries over
+    # -i: continue training from the saved agent: the adaptive beta carries over (the zoo passes the entry's
+    # hyperparameters again, so the same -params keep d_targ = 10)
     zoo(
         "rl_zoo3.train",
         "--algo",
@@ -61,6 +62,7 @@ def test_train_enjoy_plot_and_continue(tmp_path):
         "2048",
         "-i",
         str(run_folder / "CartPole-v1.zip"),
+        *params,
         cwd=tmp_path,
     )
     continued = LecturePPO.load(tmp_path / "logs" / "lecture_ppo" / "CartPole-v1_2" / "CartPole-v1.zip")
