@@ -205,8 +205,6 @@ def _callback_state(run: BuiltRun) -> dict[str, Any]:
 
 def _save(folder: Path, population: Any, runs: Sequence[BuiltRun], cpu_seconds: float) -> None:
     """The population with its callbacks' state and CPU time so far, as one checkpoint (a resume reads both)."""
-    for index, run in enumerate(runs):
-        run.model = population.members[index]
     state = {"cpu_seconds": cpu_seconds, "runs": [_callback_state(run) for run in runs]}
     population.save(folder, extra_files={CALLBACK_STATE: pickle.dumps(state)})
 

@@ -73,12 +73,6 @@ class PopulationEnvs:
                 normalizer.old_obs = self.old_obs[index]
                 normalizer.old_reward = self.old_reward[index]
 
-    def step(self, actions: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]]:
-        """Step every member's envs with its actions; per member: normalized observations, rewards, dones, infos."""
-        obs, rewards, dones, all_infos = self.step_stacked(np.concatenate(actions))
-        infos = [all_infos[index * self.n_envs : (index + 1) * self.n_envs] for index in range(self.n_members)]
-        return [(obs[index], rewards[index], dones[index], infos[index]) for index in range(self.n_members)]
-
     def step_stacked(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         """
         Step every member's envs: ``actions`` is ``(K * n_envs, ...)``, member after member; returns the normalized

@@ -160,9 +160,6 @@ class Population:
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
         self._vmapped_act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
         self._stacked_policy = None if template._through_policy_methods else stacked_policy(template.policy, self.params)
-        self._train_policy = (
-            None if template._through_policy_methods else stacked_policy(template.policy, self.params, with_grad=True)
-        )
         self._loss_module = _MemberLoss(template)
         self._act_module = _MemberAct(template)
         envs = [member.env for member in self.members]
@@ -241,7 +238,7 @@ class Population:
     def collect_rollouts(self) -> None:
         """One rollout of ``n_steps`` per env for every member, actions from one batched forward pass."""
         callbacks = self._member_callbacks()
-        self.sync_members()  # the callbacks see each member's current weights
+        self.sync_members()  # the callbacks and the bootstrap values see each member's current weights
         for index, (member, callback) in enumerate(zip(self.members, callbacks, strict=True)):
             member.policy.set_training_mode(False)
             member.rollout_buffer.reset()
@@ -252,7 +249,7 @@ class Population:
             self._collect_stacked(self.envs, callbacks)
         else:
             self._collect_member_by_member(callbacks)
-        self.sync_members()  # the rollout's critic computes the bootstrap values, member by member
+        # each member's critic (synced above; no update since) computes its bootstrap values
         for member, callback in zip(self.members, callbacks, strict=True):
             buffer = member.rollout_buffer
             buffer.finalize()
@@ -348,19 +345,11 @@ class Population:
                 check_finite(values[index], field, member.num_timesteps)
 
     def _step_envs(self, env_actions: Sequence[Any]) -> list[tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]]]:
-        """Every member's env step: all at once where the envs allow it (:mod:`.envs`), else member by member."""
-        if self.envs is None:
-            steps = []
-            for index, (member, actions) in enumerate(zip(self.members, env_actions, strict=True)):
-                with naming_member(index):
-                    steps.append(member._step_env(member.env, actions))  # type: ignore[arg-type]
-            return steps
-        steps = self.envs.step(env_actions)
-        for index, (member, (new_obs, rewards, _, _)) in enumerate(zip(self.members, steps, strict=True)):
-            member.num_timesteps += member.n_envs
+        """Every member's env step, member by member (the stacked rollout steps them as one: :meth:`_collect_stacked`)."""
+        steps = []
+        for index, (member, actions) in enumerate(zip(self.members, env_actions, strict=True)):
             with naming_member(index):
-                check_finite(new_obs, "observation", member.num_timesteps)
-                check_finite(rewards, "reward", member.num_timesteps)
+                steps.append(member._step_env(member.env, actions))  # type: ignore[arg-type]
         return steps
 
     def _detached_params(self) -> dict[str, th.Tensor]:
@@ -402,12 +391,12 @@ class Population:
         ``(K, batch, ...)`` fields through the stacked layers (its means are over the last axis), or under ``vmap``
         where the stacked layers do not cover the policy.
         """
-        if self._train_policy is None:
+        if self._stacked_policy is None:
             return self._loss(self.params, fields, clip_ranges, kl_coefs)
-        refresh_direct_parameters(self._train_policy)
+        refresh_direct_parameters(self._stacked_policy)
         template = self.template
         saved = template.policy, template.objective, template._current_clip_range, template._current_kl_coef
-        template.policy = self._train_policy  # type: ignore[assignment]
+        template.policy = self._stacked_policy  # type: ignore[assignment]
         template.objective = "clip_kl_fixed"  # with each member's epsilon and beta, as in _MemberLoss
         template._current_clip_range = clip_ranges[:, None]  # type: ignore[assignment]  # (K, 1): over each batch
         template._current_kl_coef = kl_coefs[:, None]  # type: ignore[assignment]

@@ -23,7 +23,7 @@ class StackedLinear(nn.Module):
 
     def __init__(self, weight: th.Tensor, bias: th.Tensor | None) -> None:
         super().__init__()
-        self.stacked_weight = weight  # (K, out, in): the population's tensor itself (or a detached alias of it)
+        self.stacked_weight = weight  # (K, out, in): the population's tensor itself
         self.stacked_bias = bias  # (K, out)
 
     def forward(self, inputs: th.Tensor) -> th.Tensor:
@@ -33,29 +33,24 @@ class StackedLinear(nn.Module):
         return th.baddbmm(self.stacked_bias.unsqueeze(1), inputs, weight_t)
 
 
-def stacked_policy(
-    template: ActorCriticPolicy, params: dict[str, th.Tensor], with_grad: bool = False
-) -> ActorCriticPolicy | None:
+def stacked_policy(template: ActorCriticPolicy, params: dict[str, th.Tensor]) -> ActorCriticPolicy | None:
     """
     ``template`` with every layer reading ``params`` (name to ``(K, ...)`` tensor) for all members at once, or None
-    where a layer or the action distribution is not one this covers.
-
-    :param with_grad: read the tensors themselves (the update: gradients flow to them), else detached aliases of
-        them (the rollout); either way the layers see the optimizer's in-place steps
+    where a layer or the action distribution is not one this covers. The layers read the tensors themselves: the
+    update's gradients flow to them, the rollout runs them under ``no_grad``, and both see the optimizer's in-place
+    steps.
     """
     if not isinstance(template.action_dist, CategoricalDistribution | DiagGaussianDistribution):
         return None
     policy = copy.deepcopy(template)
-    read = (lambda tensor: tensor) if with_grad else (lambda tensor: tensor.detach())
     for name, module in list(policy.named_modules()):
         if isinstance(module, nn.Linear):
-            bias = params.get(f"{name}.bias")
-            _replace(policy, name, StackedLinear(read(params[f"{name}.weight"]), None if bias is None else read(bias)))
+            _replace(policy, name, StackedLinear(params[f"{name}.weight"], params.get(f"{name}.bias")))
         elif isinstance(module, nn.Flatten):
             _replace(policy, name, nn.Flatten(start_dim=module.start_dim + 1, end_dim=module.end_dim))
         elif any(True for _ in module.parameters(recurse=False)) and name != "":
             return None
-    policy.stacked_direct = {name: read(params[name]) for name, _ in template.named_parameters(recurse=False)}  # type: ignore[assignment]
+    policy.stacked_direct = {name: params[name] for name, _ in template.named_parameters(recurse=False)}  # type: ignore[assignment]
     for name in policy.stacked_direct:  # type: ignore[union-attr]
         delattr(policy, name)
     refresh_direct_parameters(policy)
