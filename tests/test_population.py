@@ -108,6 +108,22 @@ def test_a_members_update_ignores_every_other_members_data_and_settings():
             assert th.equal(before[name], after[name]), name  # bit for bit
 
 
+def test_stacked_minibatches_are_each_members_own_draws():
+    """The fields gathered once per epoch for all members equal each member's own minibatches, drawn alike."""
+    members = collected([member(seed, **settings) for seed, settings in enumerate(OBJECTIVES[:3])])
+    population = Population(members)
+    draws = [member_state.get_state() for member_state in population.random_states]
+    stacked = list(population._stacked_minibatches())
+    for random_state, state in zip(population.random_states, draws, strict=True):
+        random_state.set_state(state)
+    one_by_one = [fields for _ in range(members[0].n_epochs) for fields in population._member_minibatches()]
+    assert len(stacked) == len(one_by_one) == members[0].n_epochs * members[0].n_steps // members[0].batch_size
+    for fields, expected in zip(stacked, one_by_one, strict=True):
+        assert len(fields) == len(expected) == 7
+        for field, expected_field in zip(fields, expected, strict=True):
+            assert th.equal(field, expected_field)
+
+
 def test_member_is_an_ordinary_model_that_saves_and_loads(tmp_path):
     population = Population([member(seed, **OBJECTIVES[seed]) for seed in range(2)])
     population.learn(128)

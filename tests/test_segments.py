@@ -5,7 +5,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
-from sb3_lecture_ppo.common.buffers import SegmentRolloutBuffer, segment_indices
+from sb3_lecture_ppo.common.buffers import SegmentRolloutBuffer, compute_rollout_advantages, segment_indices
 from sb3_lecture_ppo.common import segments
 from sb3_lecture_ppo.common.segments import (
     advantages_and_targets,
@@ -106,6 +106,26 @@ def test_advantages_and_targets_match_reference(scope, value_target, gae_lambda,
     advantages, targets = reference_advantages_and_targets(rollout, scope, seq_length, gamma, gae_lambda, value_target)
     np.testing.assert_allclose(buffer.advantages.reshape(-1), advantages, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(buffer.returns.reshape(-1), targets, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_steps", [12, 200])  # the matrix form alone (summed one by one) and the step loop
+@pytest.mark.parametrize("value_target", ["td", "lambda", "mc"])
+def test_rollout_advantages_of_several_buffers_at_once_equal_each_alone_bit_for_bit(n_steps, value_target):
+    rollouts = [random_rollout(n_steps, 2, seed) for seed in range(4)]
+    buffers = [filled_buffer(rollout, 1, "rollout", value_target, 0.97, 0.9) for rollout in rollouts]
+    alone = [(buffer.advantages.copy(), buffer.returns.copy()) for buffer in buffers]
+    assert segments.uses_matrix_form(n_steps, 2) == (n_steps == 12)
+    for buffer in buffers:
+        buffer.store_advantages(th.full((n_steps * 2,), th.nan), th.full((n_steps * 2,), th.nan))
+    compute_rollout_advantages(
+        buffers,
+        [th.as_tensor(rollout.values.reshape(-1)) for rollout in rollouts],
+        [th.as_tensor(rollout.next_values.reshape(-1)) for rollout in rollouts],
+    )
+    for buffer, (advantages, returns) in zip(buffers, alone, strict=True):
+        np.testing.assert_array_equal(buffer.advantages, advantages)
+        np.testing.assert_array_equal(buffer.returns, returns)
+        assert th.equal(buffer.tensor("advantages"), th.as_tensor(advantages.reshape(-1)))
 
 
 @pytest.mark.parametrize("scope", ["segment", "rollout"])

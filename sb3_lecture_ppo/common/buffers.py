@@ -9,7 +9,7 @@ and its pad steps are masked out. Minibatches are sets of whole segments.
 """
 
 import itertools
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 import torch as th
@@ -29,6 +29,7 @@ from sb3_lecture_ppo.common.segments import (
     advantages_and_targets,
     rollout_continues,
     segment_continues,
+    uses_matrix_form,
 )
 from sb3_lecture_ppo.common.type_aliases import MinibatchSteps, SegmentLayout, SegmentRolloutBufferSamples
 
@@ -269,38 +270,30 @@ class SegmentRolloutBuffer(RolloutBuffer):
         :param values: (n_steps * n_envs,) V(s_t) of the critic to use
         :param next_values: (n_steps * n_envs,) V(s'_t) of the same critic
         """
-        rewards, terminations = self.tensor("rewards"), self.tensor("terminations")
         if self.advantage_scope == "rollout":
-            shape = (self.buffer_size, self.n_envs)
-            dones = self.tensor("dones").reshape(shape)
-            advantages, returns = advantages_and_targets(
-                rewards.reshape(shape),
-                values.reshape(shape),
-                next_values.reshape(shape),
-                terminations.reshape(shape),
-                rollout_continues(dones),
-                self.gamma,
-                self.gae_lambda,
-                self.value_target,
-            )
-            advantages, returns = advantages.reshape(-1), returns.reshape(-1)
-        else:
-            indices, mask = self._tensors["segment_indices"], self._tensors["segment_mask"]
-            segment_advantages, segment_returns = advantages_and_targets(
-                rewards[indices],
-                values[indices],
-                next_values[indices],
-                terminations[indices],
-                segment_continues(mask),
-                self.gamma,
-                self.gae_lambda,
-                self.value_target,
-                segment_mask=mask,
-            )
-            # Every real step belongs to exactly one segment: scatter the real steps back.
-            advantages, returns = th.empty_like(rewards), th.empty_like(rewards)
-            advantages[indices[mask]] = segment_advantages[mask]
-            returns[indices[mask]] = segment_returns[mask]
+            compute_rollout_advantages([self], [values], [next_values])
+            return
+        rewards, terminations = self.tensor("rewards"), self.tensor("terminations")
+        indices, mask = self._tensors["segment_indices"], self._tensors["segment_mask"]
+        segment_advantages, segment_returns = advantages_and_targets(
+            rewards[indices],
+            values[indices],
+            next_values[indices],
+            terminations[indices],
+            segment_continues(mask),
+            self.gamma,
+            self.gae_lambda,
+            self.value_target,
+            segment_mask=mask,
+        )
+        # Every real step belongs to exactly one segment: scatter the real steps back.
+        advantages, returns = th.empty_like(rewards), th.empty_like(rewards)
+        advantages[indices[mask]] = segment_advantages[mask]
+        returns[indices[mask]] = segment_returns[mask]
+        self.store_advantages(advantages, returns)
+
+    def store_advantages(self, advantages: th.Tensor, returns: th.Tensor) -> None:
+        """Keep the rollout's advantages and value targets, each ``(n_steps * n_envs,)`` in ``t * n_envs + env`` order."""
         self._tensors["advantages"], self._tensors["returns"] = advantages, returns
         shape = (self.buffer_size, self.n_envs)
         self.advantages = advantages.cpu().numpy().reshape(shape)
@@ -333,15 +326,16 @@ class SegmentRolloutBuffer(RolloutBuffer):
 
         :param with_segments: also gather the segment layout (for advantages recomputed in segment scope)
         """
+        if self.seq_length == 1 and not with_segments:
+            steps, sizes = self.step_order(batch_size)
+            if sizes:
+                yield from self._step_minibatches(steps, sizes)
+            return
         blocks = list(self._epoch_segment_ids(batch_size))
         if len(blocks) == 0:
             return
         block_size = len(blocks[0])
         permutation = th.as_tensor(np.concatenate(blocks), device=self.device)
-        if self.seq_length == 1 and not with_segments:
-            # one-step segments are never padded: a minibatch is its segments' steps, in draw order
-            yield from self._step_minibatches(self._tensors["segment_indices"][0, permutation], [len(b) for b in blocks])
-            return
         pad = (-len(permutation)) % block_size  # the last minibatch may hold fewer segments
         steps = nn_functional.pad(self._tensors["segment_indices"][:, permutation], (0, pad))  # (seq, n_blocks * block)
         mask = nn_functional.pad(self._tensors["segment_mask"][:, permutation], (0, pad), value=False)
@@ -372,6 +366,23 @@ class SegmentRolloutBuffer(RolloutBuffer):
         for block in range(n_blocks):
             yield MinibatchSteps(**{field: parts[block] for field, parts in per_field.items()}, segments=layouts[block])  # type: ignore[arg-type]
 
+    def step_order(
+        self, batch_size: int | None, random_state: np.random.RandomState | None = None
+    ) -> tuple[th.Tensor, list[int]]:
+        """
+        One epoch's draw of one-step segments (``seq_length=1``, never padded) as the flat steps of its minibatches
+        in order, and each minibatch's size: :meth:`get_steps` gathers its fields at these steps (the same draw).
+
+        :param random_state: draw with this NumPy random state (default: NumPy's global one, as :meth:`get`)
+        """
+        if self.seq_length != 1:
+            raise ValueError(f"step_order needs one-step segments (seq_length=1), not seq_length={self.seq_length}")
+        blocks = list(self._epoch_segment_ids(batch_size, random_state))
+        if len(blocks) == 0:
+            return self._tensors["segment_indices"][0, :0], []
+        permutation = th.as_tensor(np.concatenate(blocks), device=self.device)
+        return self._tensors["segment_indices"][0, permutation], [len(block) for block in blocks]
+
     def _step_minibatches(self, steps: th.Tensor, sizes: list[int]) -> Generator[MinibatchSteps, None, None]:
         """Minibatches of the given flat steps, ``sizes`` consecutive steps each, without segment layouts."""
         gathered = {field: self._gather(name, steps) for field, name in STEP_FIELDS.items()}
@@ -386,9 +397,11 @@ class SegmentRolloutBuffer(RolloutBuffer):
         """:meth:`sample`'s minibatch (the same draw) as flat real steps."""
         return self.minibatch_steps(self._random_segment_ids(batch_size), with_segments)
 
-    def _epoch_segment_ids(self, batch_size: int | None) -> Generator[np.ndarray, None, None]:
+    def _epoch_segment_ids(
+        self, batch_size: int | None, random_state: np.random.RandomState | None = None
+    ) -> Generator[np.ndarray, None, None]:
         segments_per_batch = self.n_segments if batch_size is None else batch_size // self.seq_length
-        permutation = np.random.permutation(self.n_segments)
+        permutation = (np.random if random_state is None else random_state).permutation(self.n_segments)
         for start in range(0, self.n_segments, segments_per_batch):
             yield permutation[start : start + segments_per_batch]
 
@@ -460,3 +473,40 @@ class SegmentRolloutBuffer(RolloutBuffer):
             returns=data["returns"][steps],
             mask=data["segment_mask"][:, ids],
         )
+
+
+def compute_rollout_advantages(
+    buffers: Sequence["SegmentRolloutBuffer"], values: Sequence[th.Tensor], next_values: Sequence[th.Tensor]
+) -> None:
+    """
+    GAE advantages and value targets over whole rollouts (``advantage_scope="rollout"``) of buffers with the same
+    shape and settings: their envs side by side as the columns of one ``(n_steps, n_envs * len(buffers))`` sum (each
+    column's recursion is its own, so each buffer gets what it would get alone). Where one buffer's sum takes the
+    matrix form, which rounds differently from the step loop, the buffers are summed one by one.
+
+    :param values: per buffer, (n_steps * n_envs,) V(s_t) of the critic to use
+    :param next_values: per buffer, (n_steps * n_envs,) V(s'_t) of the same critic
+    """
+    first = buffers[0]
+    shape = (first.buffer_size, first.n_envs)
+    if len(buffers) > 1 and uses_matrix_form(*shape):
+        for buffer, buffer_values, buffer_next_values in zip(buffers, values, next_values, strict=True):
+            compute_rollout_advantages([buffer], [buffer_values], [buffer_next_values])
+        return
+
+    def columns(tensors: Sequence[th.Tensor]) -> th.Tensor:
+        return th.cat([tensor.reshape(shape) for tensor in tensors], dim=1)
+
+    advantages, returns = advantages_and_targets(
+        columns([buffer.tensor("rewards") for buffer in buffers]),
+        columns(values),
+        columns(next_values),
+        columns([buffer.tensor("terminations") for buffer in buffers]),
+        rollout_continues(columns([buffer.tensor("dones") for buffer in buffers])),
+        first.gamma,
+        first.gae_lambda,
+        first.value_target,
+    )
+    for index, buffer in enumerate(buffers):
+        part = slice(index * first.n_envs, (index + 1) * first.n_envs)
+        buffer.store_advantages(advantages[:, part].reshape(-1), returns[:, part].reshape(-1))

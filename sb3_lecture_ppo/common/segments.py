@@ -64,9 +64,14 @@ def discounted_backward_sum(values: th.Tensor, discount: float, continues: th.Te
     :param continues: (seq, batch) boolean
     :return: (seq, batch)
     """
-    if values.shape[0] ** 2 * max(values.shape[1], 1) <= MATRIX_FORM_MAX_ELEMENTS:
+    if uses_matrix_form(values.shape[0], values.shape[1]):
         return discounted_backward_sum_matrix(values, discount, continues)
     return discounted_backward_sum_loop(values, discount, continues)
+
+
+def uses_matrix_form(seq: int, batch: int) -> bool:
+    """Whether :func:`discounted_backward_sum` sums ``(seq, batch)`` data in matrix form (else step by step)."""
+    return seq**2 * max(batch, 1) <= MATRIX_FORM_MAX_ELEMENTS
 
 
 def discounted_backward_sum_loop(values: th.Tensor, discount: float, continues: th.Tensor) -> th.Tensor:
