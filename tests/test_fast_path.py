@@ -24,7 +24,7 @@ from sb3_lecture_ppo.common.distributions import (
 )
 from sb3_lecture_ppo.common.segments import advantages_and_targets, segment_continues
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
-from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
+from sb3_lecture_ppo.common.type_aliases import PER_STEP_FIELDS, MinibatchSteps
 from tests.helpers import all_segments, collected_model, tiny_kwargs
 
 SEGMENT_RECOMPUTE = dict(advantage_scope="segment", recompute_advantage=True, value_target="td")
@@ -60,7 +60,7 @@ def test_get_steps_yields_the_minibatches_of_get(env_id, with_segments, batch_si
     fast = list(buffer.get_steps(batch_size, with_segments))
     assert len(fast) == len(plain) and (len(plain) > 1 or batch_size is None)
     for fast_batch, plain_batch in zip(fast, plain, strict=True):
-        for name in MinibatchSteps._fields[:-1]:
+        for name in PER_STEP_FIELDS:
             assert th.equal(getattr(fast_batch, name), getattr(plain_batch, name)), name
         if with_segments:
             for name in fast_batch.segments._fields:
@@ -207,7 +207,7 @@ def test_one_step_segments_yield_the_minibatches_of_get(batch_size):
     assert [len(batch.observations) for batch in fast] == [len(batch.observations) for batch in plain]
     for fast_batch, plain_batch in zip(fast, plain, strict=True):
         assert fast_batch.segments is None
-        for name in MinibatchSteps._fields[:-1]:
+        for name in PER_STEP_FIELDS:
             assert th.equal(getattr(fast_batch, name), getattr(plain_batch, name)), name
 
 

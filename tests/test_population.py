@@ -13,6 +13,7 @@ from torch import nn
 
 from sb3_lecture_ppo import LecturePPO
 from sb3_lecture_ppo.population import Population, PopulationError
+from sb3_lecture_ppo.common.type_aliases import PER_STEP_FIELDS
 from sb3_lecture_ppo.population.population import FIELDS_OF_A_STEP
 from sb3_lecture_ppo.population.stacked import stacked_act
 
@@ -30,6 +31,8 @@ PAPER = dict(
     policy_kwargs=dict(net_arch=dict(pi=[16, 16], vf=[16, 16]), activation_fn=nn.Tanh),
     device="cpu",
 )
+LECTURE = dict(seq_length=4, advantage_scope="segment", recompute_advantage=True, sampling="random", batch_size=32)
+"""The lecture's Code Ex.1 semantics at a small scale (8 segments of 4 steps per minibatch)."""
 OBJECTIVES = [
     dict(objective="clip", clip_range=0.2),
     dict(objective="none"),
@@ -118,10 +121,10 @@ def test_stacked_minibatches_are_each_members_own_draws():
         random_state.set_state(state)
     one_by_one = [fields for _ in range(members[0].n_epochs) for fields in population._member_minibatches()]
     assert len(stacked) == len(one_by_one) == members[0].n_epochs * members[0].n_steps // members[0].batch_size
-    for fields, expected in zip(stacked, one_by_one, strict=True):
-        assert len(fields) == len(expected) == 7
-        for field, expected_field in zip(fields, expected, strict=True):
-            assert th.equal(field, expected_field)
+    for batch, expected in zip(stacked, one_by_one, strict=True):
+        assert batch.segments is None and batch.step_weights is None and expected.step_weights is None
+        for name in PER_STEP_FIELDS:
+            assert th.equal(getattr(batch, name), getattr(expected, name)), name
 
 
 def test_member_is_an_ordinary_model_that_saves_and_loads(tmp_path):
@@ -156,9 +159,69 @@ def test_members_on_other_envs_are_refused():
         Population([member(0), member(1, "CartPole-v1")])
 
 
-def test_the_lectures_segments_are_refused_for_now():
-    with pytest.raises(PopulationError, match="paper setting: seq_length=1"):
-        Population([member(0, seq_length=4, advantage_scope="segment", recompute_advantage=True)])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(seq_length=4, advantage_scope="segment", sampling="epochs"), "sampling='random'"),
+        (dict(recompute_advantage=True), "advantage_scope='segment'"),
+    ],
+)
+def test_update_settings_a_population_cannot_train_are_refused_with_the_fix(overrides, message):
+    with pytest.raises(PopulationError, match=message):
+        Population([member(0, **overrides)])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("value_target, normalize_advantage", [("td", False), ("lambda", True), ("mc", False)])
+def test_a_members_update_equals_its_update_alone_in_the_lectures_setting(env_id, value_target, normalize_advantage):
+    """
+    Segments of 4 steps cut by episode ends, advantages recomputed in every minibatch with the current critic, one
+    random draw of segments per epoch: each member's minibatch has its own number of real steps and segments
+    (padded and weighted out in the population), and its update is still its update alone.
+    """
+    members = collected(
+        [
+            member(
+                seed,
+                env_id,
+                max_grad_norm=0.5,
+                normalize_advantage=normalize_advantage,
+                value_target=value_target,
+                **LECTURE,
+                **settings,
+            )
+            for seed, settings in enumerate(OBJECTIVES)
+        ]
+    )
+    population = Population(members)
+    batches = list(population._stacked_minibatches())
+    assert all(batch.segments is not None for batch in batches)
+    if env_id == "CartPole-v1":  # episode ends cut segments short: members' minibatches are ragged, padded
+        assert any(batch.step_weights is not None for batch in batches)
+    for random_state, model in zip(population.random_states, members, strict=True):
+        random_state.seed(model.seed)
+    alone = trained_alone(members)
+    population.train()
+    for index, model in enumerate(population.members):
+        population.member(index)
+        for name, value in parameters(model).items():
+            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
+        assert model.adaptive_kl_coef == pytest.approx(alone[index][1], rel=1e-5)
+
+
+def test_in_the_lectures_setting_a_members_update_ignores_the_others_bit_for_bit():
+    def update(changed: bool):
+        members = [member(seed, "CartPole-v1", **LECTURE, **settings) for seed, settings in enumerate(OBJECTIVES[:3])]
+        if changed:  # member 2: other data, other segment counts, other objective
+            members[2] = member(7, "CartPole-v1", **LECTURE, objective="kl_fixed", kl_coef=10.0)
+        th.manual_seed(0)  # the members' rollouts draw their actions from torch's global generator
+        population = Population(collected(members))
+        population.train()
+        return [parameters(population.member(index)) for index in range(2)]
+
+    for before, after in zip(update(False), update(True), strict=True):
+        for name in before:
+            th.testing.assert_close(before[name], after[name], atol=0, rtol=0, msg=name)
 
 
 def test_a_population_checkpoint_loads_with_every_member_and_its_adam_and_normalizer_state(tmp_path):

@@ -53,6 +53,21 @@ def test_cells_that_cannot_share_are_grouped_apart_never_mixed():
     assert [[cells.index(cell) for cell in unit] for unit in units] == [[0, 2], [1], [3], [4], [5], [6], [7]]
 
 
+LECTURE_CODE_EX1 = dict(seq_length=4, advantage_scope="segment", recompute_advantage=True, sampling="random")
+
+
+def test_cells_in_the_lectures_setting_share_a_population_and_train(tmp_path):
+    cells = [paper_cell(variant, seed, env_id="CartPole-v1") for seed in range(2) for variant in ("clip-0.2", "none")]
+    cells = [Cell.make(**{**cell.to_dict(), "overrides": {**cell.overrides_dict(), **LECTURE_CODE_EX1}}) for cell in cells]
+    epochs_draw = Cell.make(**{**cells[0].to_dict(), "overrides": {**cells[0].overrides_dict(), "sampling": "epochs"}})
+    assert [len(unit) for unit in group_cells([*cells, epochs_draw], 64)] == [4, 1]
+    records = train_population_cells(cells, tmp_path)
+    for cell, record in zip(cells, records, strict=True):
+        assert record["population_size"] == 4 and record["timesteps"] == 256
+        assert record["hyperparams"]["seq_length"] == 4 and record["hyperparams"]["sampling"] == "random"
+        assert load_run(run_path(tmp_path, cell)) == record
+
+
 def test_a_populations_runs_are_written_as_a_run_alone_writes_them(tmp_path):
     cells = [paper_cell("clip-0.2", 0), paper_cell("kl_adaptive-0.01", 1)]
     records = train_population_cells(cells, tmp_path)

@@ -27,13 +27,13 @@ def take_observations(observations: TensorObs, index: Any) -> TensorObs:
     return map_observations(observations, lambda tensor: tensor[index])
 
 
-def concat_observations(first: TensorObs, second: TensorObs) -> TensorObs:
-    """The two batches, one after the other."""
+def concat_observations(first: TensorObs, second: TensorObs, dim: int = 0) -> TensorObs:
+    """The two batches, one after the other (along ``dim``, the batch axis: 1 for a population's)."""
     if isinstance(first, dict):
         assert isinstance(second, dict)
-        return {key: th.cat([value, second[key]]) for key, value in first.items()}
+        return {key: th.cat([value, second[key]], dim=dim) for key, value in first.items()}
     assert isinstance(second, th.Tensor)
-    return th.cat([first, second])
+    return th.cat([first, second], dim=dim)
 
 
 def split_observations(observations: TensorObs, sizes: list[int]) -> list[TensorObs]:

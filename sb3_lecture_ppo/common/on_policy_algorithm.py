@@ -416,8 +416,8 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
     def _on_train_end(self) -> None:
         """Work done once after all epochs of an update (the adaptive KL rule)."""
 
-    def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor) -> None:
-        """Algorithm-specific minibatch statistics (PPO's clip fraction)."""
+    def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor, weights: th.Tensor | None) -> None:
+        """Algorithm-specific minibatch statistics (PPO's clip fraction); ``weights`` as :func:`step_mean`'s."""
 
     def _recomputes_segment_advantages(self) -> bool:
         return self.recompute_advantage and self.advantage_scope == "segment"
@@ -497,38 +497,41 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         """
         batch = self._as_steps(samples)
         n_real = batch.old_log_prob.shape[-1]  # (a population's minibatches carry a leading member axis: see below)
+        weights = batch.step_weights
         observations = batch.observations
         if batch.segments is not None:
             # V(s') of each segment's last step rides along in the same forward pass (no actor head for it)
-            observations = concat_observations(observations, batch.segments.last_next_observations)
+            observations = concat_observations(
+                observations, batch.segments.last_next_observations, dim=batch.old_log_prob.dim() - 1
+            )
         all_values, (log_prob, entropy, kl) = self._evaluate(observations, n_real, batch)
         values = all_values[..., :n_real]
 
         advantages, value_targets = self._minibatch_advantages(batch, values, all_values[..., n_real:].detach())
-        if self.normalize_advantage and advantages.shape[-1] > 1:
-            advantages = (advantages - advantages.mean(dim=-1, keepdim=True)) / (advantages.std(dim=-1, keepdim=True) + 1e-8)
+        if self.normalize_advantage:
+            advantages = normalized_advantages(advantages, weights)
 
         log_ratio = log_prob - batch.old_log_prob
         ratio = th.exp(log_ratio)
         # Means over the last axis, the minibatch's steps: a population's (members, steps) gives one loss per member.
-        policy_loss = -self._policy_surrogate(ratio, log_prob, advantages, kl).mean(dim=-1)
+        policy_loss = -step_mean(self._policy_surrogate(ratio, log_prob, advantages, kl), weights)
 
         values_pred = values
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
             values_pred = batch.old_values + th.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
-        value_loss = ((value_targets - values_pred) ** 2).mean(dim=-1)
-        entropy_loss = -entropy.mean(dim=-1)
+        value_loss = step_mean((value_targets - values_pred) ** 2, weights)
+        entropy_loss = -step_mean(entropy, weights)
         loss = self.vf_coef * value_loss + self.pg_coef * policy_loss + self.ent_coef * entropy_loss
 
         with th.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean(dim=-1)
+            approx_kl = step_mean((ratio - 1) - log_ratio, weights)
             stats["policy_gradient_loss"].append(policy_loss.detach())
             stats["value_loss"].append(value_loss.detach())
             stats["entropy_loss"].append(entropy_loss.detach())
             stats["approx_kl"].append(approx_kl)
-            stats["kl"].append(kl.mean(dim=-1).detach())
-            self._record_minibatch(stats, ratio)
+            stats["kl"].append(step_mean(kl, weights).detach())
+            self._record_minibatch(stats, ratio, weights)
         return loss, approx_kl
 
     def _evaluate(self, observations: TensorObs, n_real: int, batch: MinibatchSteps) -> tuple[th.Tensor, ActionTerms]:
@@ -592,15 +595,17 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
         if batch.segments is None:
             return batch.advantages, batch.returns
         layout = batch.segments
-        mask = layout.mask
-        if last_next_values is None or len(last_next_values) == 0:
+        mask = layout.mask  # (seq, n_segments); a population's (members, seq, n_segments_max), pad segments all False
+        if last_next_values is None or last_next_values.shape[-1] == 0:
             last_next_values = self._critic_values(layout.last_next_observations)
-        segment_values = th.zeros_like(layout.rewards).masked_scatter(mask, values.detach())  # (seq, n_segments)
+        real = None if batch.step_weights is None else batch.step_weights.bool()
+        real_values = values.detach() if real is None else values.detach()[real]  # in the mask's order
+        segment_values = th.zeros_like(layout.rewards).masked_scatter(mask, real_values)
         # Inside a segment s'_t is s_{t+1}: its value is the next row's; the segment's last real step takes V(s').
         segment_next_values = th.zeros_like(segment_values)
-        segment_next_values[:-1] = segment_values[1:]
-        last_real = mask.sum(dim=0) - 1
-        segment_next_values[last_real, th.arange(mask.shape[1], device=mask.device)] = last_next_values
+        segment_next_values[..., :-1, :] = segment_values[..., 1:, :]
+        last_real = (mask.sum(dim=-2, keepdim=True) - 1).clamp(min=0)
+        segment_next_values.scatter_(-2, last_real, last_next_values.unsqueeze(-2))
         advantages, targets = advantages_and_targets(
             layout.rewards,
             segment_values,
@@ -612,7 +617,9 @@ class LectureOnPolicyAlgorithm(OnPolicyAlgorithm):
             self.value_target,
             segment_mask=mask,
         )
-        return advantages[mask], targets[mask]
+        if real is None:  # every member's minibatch as many real steps (or one model's): (..., n_real)
+            return advantages[mask].reshape(values.shape), targets[mask].reshape(values.shape)
+        return _at_real_steps(advantages[mask], real), _at_real_steps(targets[mask], real)
 
     def _log_train(self, stats: dict[str, list[th.Tensor]], explained_var: float) -> None:
         """Record the mean of every minibatch statistic under ``train/``."""
@@ -851,3 +858,29 @@ def _saved_algorithm(path: str | pathlib.Path | io.BufferedIOBase) -> str | None
             file.seek(position)
     saved_by = data.get("_lecture_algorithm")
     return saved_by if isinstance(saved_by, str) else None
+
+
+def step_mean(values: th.Tensor, weights: th.Tensor | None) -> th.Tensor:
+    """The mean over a minibatch's steps (the last axis), weighted where a population's minibatch carries pads."""
+    if weights is None:
+        return values.mean(dim=-1)
+    return (values * weights).sum(dim=-1) / weights.sum(dim=-1)
+
+
+def normalized_advantages(advantages: th.Tensor, weights: th.Tensor | None) -> th.Tensor:
+    """SB3's advantage normalization over a minibatch's steps (none for a single step), pads weighted out."""
+    if weights is None:
+        if advantages.shape[-1] <= 1:
+            return advantages
+        return (advantages - advantages.mean(dim=-1, keepdim=True)) / (advantages.std(dim=-1, keepdim=True) + 1e-8)
+    counts = weights.sum(dim=-1, keepdim=True)
+    mean = step_mean(advantages, weights).unsqueeze(-1)
+    std = (((advantages - mean) ** 2 * weights).sum(dim=-1, keepdim=True) / (counts - 1).clamp(min=1)).sqrt()
+    return th.where(counts > 1, (advantages - mean) / (std + 1e-8), advantages)
+
+
+def _at_real_steps(real_values: th.Tensor, real: th.Tensor) -> th.Tensor:
+    """``(members, n_max)`` with the real steps' values where ``real`` and 0 on the pads."""
+    padded = th.zeros(real.shape, dtype=real_values.dtype, device=real_values.device)
+    padded[real] = real_values
+    return padded

@@ -26,11 +26,11 @@ def segment_continues(mask: th.Tensor) -> th.Tensor:
     """
     Whether step t of a segment is followed by another real step of the same segment.
 
-    :param mask: (seq, n_segments) boolean, True on real steps
+    :param mask: (seq, n_segments) boolean, True on real steps (leading axes allowed: a population's members)
     :return: (seq, n_segments) boolean
     """
     continues = th.zeros_like(mask)
-    continues[:-1] = mask[:-1] & mask[1:]
+    continues[..., :-1, :] = mask[..., :-1, :] & mask[..., 1:, :]
     return continues
 
 
@@ -126,12 +126,12 @@ def segment_backward_sum(values: th.Tensor, discount: float, mask: th.Tensor) ->
     discount powers, the pad steps (zeroed by selection first) adding nothing. Pad steps return
     their own value, as :func:`discounted_backward_sum` gives them.
 
-    :param values: (seq, n_segments)
+    :param values: (seq, n_segments), or with leading axes (a population's members)
     :param discount: factor per step
     :param mask: (seq, n_segments) boolean, True on real steps, each column a run of True then False
     :return: (seq, n_segments)
     """
-    weights = _discount_powers(values.shape[0], discount, values.dtype, values.device)
+    weights = _discount_powers(values.shape[-2], discount, values.dtype, values.device)
     real_values = th.where(mask, values, th.zeros((), dtype=values.dtype, device=values.device))
     return th.where(mask, weights @ real_values, values)
 

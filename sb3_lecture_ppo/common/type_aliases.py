@@ -53,6 +53,9 @@ class MinibatchSteps(NamedTuple):
     advantages: th.Tensor  # (n_real,)
     returns: th.Tensor  # (n_real,)
     segments: SegmentLayout | None
+    step_weights: th.Tensor | None = None
+    """Only in a population's minibatches of members with different step counts, ``(members, n_max)``: 1 on a real
+    step, 0 on a pad (a copy of a real step) that makes the members' minibatches one shape; every mean weighs by it."""
 
     @classmethod
     def from_segments(cls, samples: SegmentRolloutBufferSamples, with_segments: bool = True) -> "MinibatchSteps":
@@ -74,3 +77,7 @@ class MinibatchSteps(NamedTuple):
             returns=samples.returns[mask],
             segments=layout,
         )
+
+
+PER_STEP_FIELDS: tuple[str, ...] = tuple(name for name in MinibatchSteps._fields if name not in ("segments", "step_weights"))
+"""The fields of :class:`MinibatchSteps` that hold one entry per step."""

@@ -51,14 +51,15 @@ def population_key(cell: Cell) -> tuple[Any, ...] | None:
     if get_contestant(cell.contestant).zoo_algo != "lecture_ppo" or cell.stop_at_return is not None:
         return None
     _, hyperparams = cell_entry(cell)
+    plain = hyperparams.get("target_kl") is None and not hyperparams.get("use_sde", False)
     paper_setting = (
         hyperparams.get("seq_length") == 1
         and hyperparams.get("advantage_scope") == "rollout"
         and hyperparams.get("recompute_advantage") is False
-        and hyperparams.get("target_kl") is None
-        and not hyperparams.get("use_sde", False)
     )
-    if not paper_setting:
+    # the lecture's Code Ex.1: segments with advantages recomputed per minibatch, one random draw per epoch
+    lecture_setting = hyperparams.get("sampling") == "random" and hyperparams.get("advantage_scope", "segment") == "segment"
+    if not (plain and (paper_setting or lecture_setting)) or "MultiInput" in str(hyperparams.get("policy", "")):
         return None
     shared = tuple(sorted((key, repr(value)) for key, value in hyperparams.items() if key not in OBJECTIVE_SETTINGS))
     return (cell.contestant, cell.env_id, cell.timesteps, cell.eval_freq, cell.eval_episodes, cell.final_eval_episodes, shared)

@@ -3,8 +3,9 @@ Many LecturePPO runs trained as one population in one process.
 
 On a small network most of a run's CPU time is per-call overhead, not arithmetic. K runs that share a network
 shape, an env and a rollout shape share every call here: each parameter is stacked with a leading member
-dimension and the networks run once for all members (``torch.func.functional_call`` under ``torch.func.vmap``);
-one Adam steps the stacked tensors (Adam is elementwise: K independent Adams); gradients are clipped per member.
+dimension and the networks run once for all members (linear layers as ``torch.baddbmm`` over the stacked weights,
+:mod:`sb3_lecture_ppo.population.stacked`; ``torch.func.functional_call`` under ``torch.func.vmap`` for other
+policies); one Adam steps the stacked tensors (Adam is elementwise: K independent Adams); gradients are clipped per member.
 Each member keeps its own env and VecNormalize statistics, rollout buffer, minibatch draws (its own NumPy random
 state), learning-rate schedule, clip range and adaptive KL coefficient.
 
@@ -16,9 +17,11 @@ the KL penalty, with epsilon = inf where it does not clip (then ``clip(r) = r``)
 KL penalty. A member's update equals the update of the same LecturePPO trained alone from the same weights and
 data (``tests/test_population.py``).
 
-This version trains the PPO paper's setting: advantages over each env's rollout computed once
-(``advantage_scope="rollout"``, ``recompute_advantage=False``) on one-step segments (``seq_length=1``), so that
-every member's minibatches have the same size.
+Two settings train this way: the PPO paper's (one-step segments, advantages over each env's rollout computed once,
+minibatches drawn by epochs: every member's minibatches have the same size) and the lecture's Code Ex.1 (segments
+cut by episode ends, advantages recomputed per minibatch, one random draw per epoch), where members' minibatches are
+ragged: each is padded to the most the shared settings allow and weighted by its real steps
+(:func:`stack_minibatches`).
 """
 
 import contextlib
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces as gym_spaces
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
@@ -44,7 +48,7 @@ from sb3_lecture_ppo.common.files import write_atomically, write_bytes_atomicall
 from sb3_lecture_ppo.common.objectives import OBJECTIVES, adapt_kl_coef
 from sb3_lecture_ppo.common.on_policy_algorithm import NonFiniteEnvValueError, _true_next_observations, check_finite
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
-from sb3_lecture_ppo.common.type_aliases import MinibatchSteps
+from sb3_lecture_ppo.common.type_aliases import PER_STEP_FIELDS, MinibatchSteps, SegmentLayout
 from sb3_lecture_ppo.population.envs import PopulationEnvs, can_vectorize
 from sb3_lecture_ppo.population.stacked import refresh_direct_parameters, stacked_act, stacked_policy
 from sb3_lecture_ppo.ppo.ppo import LecturePPO
@@ -90,7 +94,7 @@ class _MemberLoss(nn.Module):
         self.template = template
 
     def forward(self, fields: tuple[th.Tensor, ...], clip_range: th.Tensor, kl_coef: th.Tensor) -> tuple[th.Tensor, ...]:
-        batch = MinibatchSteps._make((*fields, None))  # the minibatch of the paper setting has no segment layout
+        batch = MinibatchSteps(**dict(zip(PER_STEP_FIELDS, fields, strict=True)), segments=None)  # the paper setting's
         template = self.template
         saved = template.objective, template._current_clip_range, template._current_kl_coef
         # every member runs the clipped surrogate minus the KL penalty; its epsilon and beta say which it is
@@ -158,6 +162,12 @@ class Population:
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
         self._vmapped_act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
         self._stacked_policy = None if template._through_policy_methods else stacked_policy(template.policy, self.params)
+        if self._stacked_policy is None and (template.seq_length != 1 or template.sampling != "epochs"):
+            raise PopulationError(
+                "the lecture's segments and random draws in a population need a policy of linear layers with Box or "
+                "Discrete actions (its stacked form); this policy trains under vmap, in the paper setting only "
+                "(seq_length=1, sampling='epochs')"
+            )
         self._loss_module = _MemberLoss(template)
         self._act_module = _MemberAct(template)
         envs = [member.env for member in self.members]
@@ -255,7 +265,11 @@ class Population:
             buffer.finalize()
             values.append(buffer.tensor("values"))
             next_values.append(buffer.next_values(values[-1], member._critic_values))
-        compute_rollout_advantages(buffers, values, next_values)
+        if self.template.advantage_scope == "rollout":
+            compute_rollout_advantages(buffers, values, next_values)
+        else:
+            for buffer, buffer_values, buffer_next_values in zip(buffers, values, next_values, strict=True):
+                buffer.compute_advantages(buffer_values, buffer_next_values)
         for callback in callbacks:
             callback.on_rollout_end()
 
@@ -369,8 +383,8 @@ class Population:
         template._update_learning_rate(self.optimizer)
         clip_ranges, kl_coefs = self._objective_tensors()
         stats: list[tuple[th.Tensor, ...]] = []
-        for fields in self._stacked_minibatches():
-            loss, *statistics = self._minibatch_losses(fields, clip_ranges, kl_coefs)
+        for batch in self._stacked_minibatches():
+            loss, *statistics = self._minibatch_losses(batch, clip_ranges, kl_coefs)
             self.optimizer.zero_grad()
             loss.sum().backward()  # members share no parameter: each gets the gradient of its own loss
             if template.max_grad_norm is not None:
@@ -384,16 +398,14 @@ class Population:
         self._adapt_kl_coefs()
         return {name: th.stack([step[index] for step in stats]).mean(dim=0).numpy() for index, name in enumerate(STATS)}
 
-    def _minibatch_losses(
-        self, fields: tuple[th.Tensor, ...], clip_ranges: th.Tensor, kl_coefs: th.Tensor
-    ) -> tuple[th.Tensor, ...]:
+    def _minibatch_losses(self, batch: MinibatchSteps, clip_ranges: th.Tensor, kl_coefs: th.Tensor) -> tuple[th.Tensor, ...]:
         """
         Every member's loss and statistics on its minibatch, ``(K,)`` each: the package's minibatch loss run once on
         ``(K, batch, ...)`` fields through the stacked layers (its means are over the last axis), or under ``vmap``
         where the stacked layers do not cover the policy.
         """
-        if self._stacked_policy is None:
-            return self._loss(self.params, fields, clip_ranges, kl_coefs)
+        if self._stacked_policy is None:  # the paper setting only (the constructor refuses the others)
+            return self._loss(self.params, tuple(getattr(batch, name) for name in PER_STEP_FIELDS), clip_ranges, kl_coefs)
         refresh_direct_parameters(self._stacked_policy)
         template = self.template
         saved = template.policy, template.objective, template._current_clip_range, template._current_kl_coef
@@ -403,7 +415,7 @@ class Population:
         template._current_kl_coef = kl_coefs[:, None]  # type: ignore[assignment]
         try:
             stats: dict[str, list[th.Tensor]] = {name: [] for name in STATS}
-            loss, approx_kl = template._minibatch_loss(MinibatchSteps._make((*fields, None)), stats)
+            loss, approx_kl = template._minibatch_loss(batch, stats)
         finally:
             template.policy, template.objective, template._current_clip_range, template._current_kl_coef = saved
         return loss, approx_kl, *(stats[name][-1] for name in STATS[2:])
@@ -417,12 +429,13 @@ class Population:
             kl_coefs.append(0.0 if spec.kl_penalty is None else float(member._current_kl_coef))
         return th.tensor(clip_ranges), th.tensor(kl_coefs)
 
-    def _stacked_minibatches(self) -> Iterator[tuple[th.Tensor, ...]]:
+    def _stacked_minibatches(self) -> Iterator[MinibatchSteps]:
         """
-        Every epoch's minibatches of the update, member k's drawn with member k's random state: the fields of
-        :class:`MinibatchSteps` (but its segment layout) stacked as ``(K, batch, ...)``. Where every field is one
-        tensor and minibatches are drawn by epochs, each field is stacked once per update and gathered once per
-        epoch for all members (the same draws and steps as each member's own ``get_steps``).
+        Every epoch's minibatches of the update, member k's drawn with member k's random state, stacked as
+        ``(K, batch, ...)``. In the paper setting (one-step segments drawn by epochs) each field is stacked once per
+        update and gathered once per epoch for all members (the same draws and steps as each member's own
+        ``get_steps``); else each member draws its own minibatch and they are stacked, ragged ones padded
+        (:func:`stack_minibatches`).
         """
         rollout = self._stacked_rollout_fields()
         for _ in range(self.template.n_epochs):
@@ -439,21 +452,20 @@ class Population:
             steps = th.stack([order for order, _ in orders])  # (K, n_steps * n_envs) in minibatch order
             members = th.arange(self.size, device=steps.device).unsqueeze(1)
             split = [th.split(field[members, steps], list(orders[0][1]), dim=1) for field in rollout]
-            yield from zip(*split, strict=True)
+            for fields in zip(*split, strict=True):
+                yield MinibatchSteps(**dict(zip(PER_STEP_FIELDS, fields, strict=True)), segments=None)
 
     def _stacked_rollout_fields(self) -> list[th.Tensor] | None:
         """Each minibatch field of every member's whole rollout as ``(K, n_steps * n_envs, ...)``, where that applies."""
-        if self.template.sampling != "epochs":
+        if self.template.sampling != "epochs" or self.template.seq_length != 1:
             return None
-        fields = [
-            [member.rollout_buffer._gather(name, slice(None)) for member in self.members] for name in STEP_FIELDS.values()
+        return [
+            th.stack([member.rollout_buffer._gather(name, slice(None)) for member in self.members])  # type: ignore[misc]
+            for name in STEP_FIELDS.values()
         ]
-        if not all(isinstance(tensor, th.Tensor) for tensors in fields for tensor in tensors):
-            return None  # Dict observations: member by member
-        return [th.stack(tensors) for tensors in fields]  # type: ignore[arg-type]
 
-    def _member_minibatches(self) -> Iterator[tuple[th.Tensor, ...]]:
-        """One epoch's minibatches drawn member by member (the lecture's random draws, Dict observations)."""
+    def _member_minibatches(self) -> Iterator[MinibatchSteps]:
+        """One epoch's minibatches drawn member by member (the lecture's random draws and segments)."""
         per_member = []
         for index, member in enumerate(self.members):
             with _numpy_random_state(self.random_states[index]):
@@ -461,8 +473,12 @@ class Population:
         n_batches = {len(batches) for batches in per_member}
         if len(n_batches) != 1:
             raise PopulationError(f"members drew {sorted(n_batches)} minibatches: the population needs equal counts")
+        template = self.template
+        all_steps = template.n_steps * template.n_envs
+        rows = template.batch_size or all_steps  # the most real steps one member's minibatch can hold
+        columns = rows // template.seq_length if template.batch_size else all_steps  # and the most segments
         for batches in zip(*per_member, strict=True):
-            yield tuple(th.stack([getattr(batch, field) for batch in batches]) for field in MinibatchSteps._fields[:-1])
+            yield stack_minibatches(batches, rows, columns, weighted=template.seq_length > 1)
 
     def _adapt_kl_coefs(self) -> None:
         """The paper's adaptive beta of each member whose objective has it, from the update's mean exact KL."""
@@ -639,6 +655,46 @@ FIELDS_OF_A_STEP = (
 """The arrays of a :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer` that a rollout step writes."""
 
 
+def stack_minibatches(batches: Sequence[MinibatchSteps], rows: int, columns: int, weighted: bool) -> MinibatchSteps:
+    """
+    The members' minibatches as one with a leading member axis, each padded to ``rows`` steps with copies of its
+    first step, weighted out by ``step_weights`` (so every mean is over the member's own steps), and its segment
+    layout to ``columns`` segments with empty ones (mask all False, reward 0), whose values nothing reads. The
+    sizes come from the shared settings, never from the other members' data: a member's update does not depend on
+    theirs, bit for bit.
+
+    :param weighted: weigh the means even where no member needs pads (as the settings allow them)
+    """
+    sizes = [len(batch.old_log_prob) for batch in batches]
+
+    def padded_rows(tensor: th.Tensor, total: int) -> th.Tensor:
+        if len(tensor) == total:
+            return tensor
+        return th.cat([tensor, tensor[:1].expand(total - len(tensor), *tensor.shape[1:])])
+
+    fields = {name: th.stack([padded_rows(getattr(batch, name), rows) for batch in batches]) for name in PER_STEP_FIELDS}
+    weights = None
+    if weighted or any(size != rows for size in sizes):
+        weights = th.stack([(th.arange(rows) < size).to(batches[0].old_log_prob.dtype) for size in sizes])
+    layouts = [batch.segments for batch in batches]
+    if any(layout is None for layout in layouts):
+        return MinibatchSteps(**fields, segments=None, step_weights=weights)
+
+    def padded_columns(tensor: th.Tensor) -> th.Tensor:
+        pad = th.zeros((tensor.shape[0], columns - tensor.shape[1]), dtype=tensor.dtype, device=tensor.device)
+        return th.cat([tensor, pad], dim=1)
+
+    segments = SegmentLayout(
+        mask=th.stack([padded_columns(layout.mask) for layout in layouts]),  # type: ignore[union-attr]
+        rewards=th.stack([padded_columns(layout.rewards) for layout in layouts]),  # type: ignore[union-attr]
+        terminations=th.stack([padded_columns(layout.terminations) for layout in layouts]),  # type: ignore[union-attr]
+        last_next_observations=th.stack(
+            [padded_rows(layout.last_next_observations, columns) for layout in layouts]  # type: ignore[union-attr, arg-type]
+        ),
+    )
+    return MinibatchSteps(**fields, segments=segments, step_weights=weights)
+
+
 def _read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -694,6 +750,23 @@ def _numpy_random_state(state: np.random.RandomState) -> Iterator[None]:
         np.random.set_state(saved)
 
 
+def _check_update_setting(template: LecturePPO) -> None:
+    """Refuse the update settings a population cannot train, naming the setting and the fix."""
+    if template.seq_length != 1 and template.sampling == "epochs":
+        raise PopulationError(
+            f"seq_length={template.seq_length} with sampling='epochs': members' rollouts cut into different numbers "
+            "of segments would draw different numbers of minibatches per epoch. Use sampling='random' (the lecture's "
+            "one draw per epoch) or seq_length=1"
+        )
+    if template.recompute_advantage and template.advantage_scope == "rollout":
+        raise PopulationError(
+            "recompute_advantage=True with advantage_scope='rollout' (SB3-style recomputation each epoch) is not "
+            "supported by the population: set recompute_advantage=False, or advantage_scope='segment' (the lecture's)"
+        )
+    if isinstance(template.observation_space, gym_spaces.Dict):
+        raise PopulationError("Dict observation spaces are not supported by the population: train these models alone")
+
+
 def check_shareable(members: Sequence[LecturePPO]) -> None:
     """Refuse, naming the setting, members that cannot share one population."""
     template = members[0]
@@ -708,11 +781,7 @@ def check_shareable(members: Sequence[LecturePPO]) -> None:
             if name == "clip_range_vf" and all(value is None for value in values):
                 continue
             raise PopulationError(f"members differ in {name} ({values}): group them into separate populations")
-    if template.seq_length != 1 or template.advantage_scope != "rollout" or template.recompute_advantage:
-        raise PopulationError(
-            "this version of the population trains the paper setting: seq_length=1, advantage_scope='rollout', "
-            "recompute_advantage=False (the lecture's segments per minibatch are not supported yet)"
-        )
+    _check_update_setting(template)
     if template.target_kl is not None:
         raise PopulationError("target_kl (SB3's early stop) is not supported by the population: drop it")
     spaces = {(str(member.observation_space), str(member.action_space)) for member in members}

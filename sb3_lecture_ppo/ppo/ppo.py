@@ -13,7 +13,7 @@ from sb3_lecture_ppo.common.objectives import (
     kl_penalized_surrogate,
 )
 from sb3_lecture_ppo.common.buffers import SegmentRolloutBuffer
-from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm, _check_choice, _check_number
+from sb3_lecture_ppo.common.on_policy_algorithm import LectureOnPolicyAlgorithm, _check_choice, _check_number, step_mean
 from sb3_lecture_ppo.common.policies import distribution_and_values
 from sb3_lecture_ppo.ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -222,9 +222,9 @@ class LecturePPO(LectureOnPolicyAlgorithm):
             surrogate = kl_penalized_surrogate(surrogate, kl, self._current_kl_coef)
         return surrogate
 
-    def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor) -> None:
+    def _record_minibatch(self, stats: dict[str, list[th.Tensor]], ratio: th.Tensor, weights: th.Tensor | None) -> None:
         if self._current_clip_range is not None:
-            stats["clip_fraction"].append((th.abs(ratio - 1) > self._current_clip_range).float().mean(dim=-1))
+            stats["clip_fraction"].append(step_mean((th.abs(ratio - 1) > self._current_clip_range).float(), weights))
 
     def _on_train_end(self) -> None:
         spec = OBJECTIVES[self.objective]
