@@ -14,7 +14,7 @@ from torch import nn
 from sb3_lecture_ppo import LecturePPO
 from sb3_lecture_ppo.population import Population, PopulationError
 from sb3_lecture_ppo.common.type_aliases import PER_STEP_FIELDS
-from sb3_lecture_ppo.population.population import FIELDS_OF_A_STEP
+from sb3_lecture_ppo.population.population import FIELDS_OF_A_STEP, MaskedStackedAdam
 from sb3_lecture_ppo.population.stacked import stacked_act
 
 PAPER = dict(
@@ -162,7 +162,6 @@ def test_members_on_other_envs_are_refused():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(seq_length=4, advantage_scope="segment", sampling="epochs"), "sampling='random'"),
         (dict(recompute_advantage=True), "advantage_scope='segment'"),
     ],
 )
@@ -209,6 +208,46 @@ def test_a_members_update_equals_its_update_alone_in_the_lectures_setting(env_id
         assert model.adaptive_kl_coef == pytest.approx(alone[index][1], rel=1e-5)
 
 
+def test_segments_drawn_by_epochs_give_each_member_its_own_number_of_steps_and_its_update_alone():
+    """
+    The lecture's segments in SB3's epochs: members whose rollouts are cut into different numbers of segments take
+    different numbers of minibatch steps per epoch; the others' extra steps leave a member (and its Adam) as it is.
+    """
+    epochs = {**LECTURE, "sampling": "epochs", "batch_size": 16}
+    members = collected([member(seed, "CartPole-v1", **epochs, **settings) for seed, settings in enumerate(OBJECTIVES)])
+    assert len({member.rollout_buffer.n_segments for member in members}) > 1
+    population = Population(members)
+    alone = trained_alone(members)
+    population.train()
+    for index, model in enumerate(population.members):
+        population.member(index)
+        for name, value in parameters(model).items():
+            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
+        steps = model.policy.optimizer.state[next(iter(model.policy.parameters()))]["step"]
+        assert steps.dim() == 0 and int(steps) == model.n_epochs * -(-model.rollout_buffer.n_segments // 4)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_masked_stacked_adam_is_torchs_adam_for_each_member_that_steps(weight_decay):
+    generator = th.Generator().manual_seed(0)
+    stacked = th.randn(3, 4, 5, generator=generator, requires_grad=True)
+    alone = [stacked[index].detach().clone().requires_grad_(True) for index in range(3)]
+    optimizer = MaskedStackedAdam([stacked], 3, lr=0.01, eps=1e-5, weight_decay=weight_decay)
+    references = [th.optim.Adam([tensor], lr=0.01, eps=1e-5, weight_decay=weight_decay) for tensor in alone]
+    for step in range(6):
+        grad = th.randn(3, 4, 5, generator=generator)
+        active = th.tensor([True, step % 2 == 0, step >= 3])
+        stacked.grad = grad
+        optimizer.step(active)
+        for index in range(3):
+            if active[index]:
+                alone[index].grad = grad[index].clone()
+                references[index].step()
+    for index in range(3):
+        th.testing.assert_close(stacked[index].detach(), alone[index].detach(), atol=1e-6, rtol=1e-6)
+    assert optimizer.state[stacked]["step"].tolist() == [6, 3, 3]
+
+
 def test_in_the_lectures_setting_a_members_update_ignores_the_others_bit_for_bit():
     def update(changed: bool):
         members = [member(seed, "CartPole-v1", **LECTURE, **settings) for seed, settings in enumerate(OBJECTIVES[:3])]
@@ -224,9 +263,11 @@ def test_in_the_lectures_setting_a_members_update_ignores_the_others_bit_for_bit
             th.testing.assert_close(before[name], after[name], atol=0, rtol=0, msg=name)
 
 
-def test_a_population_checkpoint_loads_with_every_member_and_its_adam_and_normalizer_state(tmp_path):
-    population = Population([member(seed, **OBJECTIVES[seed]) for seed in range(3)])
+@pytest.mark.parametrize("setting", [{}, {**LECTURE, "sampling": "epochs", "batch_size": 16}], ids=["paper", "segments"])
+def test_a_population_checkpoint_loads_with_every_member_and_its_adam_and_normalizer_state(tmp_path, setting):
+    population = Population([member(seed, **setting, **OBJECTIVES[seed]) for seed in range(3)])
     population.learn(128, checkpoint=tmp_path / "ckpt")
+    saved_steps = population.optimizer.state[next(iter(population.params.values()))]["step"].clone()
     assert [path.name for path in (tmp_path / "ckpt").iterdir() if path.is_dir()] == ["step_000000000128"]
     saved_params = {name: tensor.detach().clone() for name, tensor in population.params.items()}
     saved_adam = {name: population.optimizer.state[tensor]["exp_avg"].clone() for name, tensor in population.params.items()}
@@ -236,9 +277,11 @@ def test_a_population_checkpoint_loads_with_every_member_and_its_adam_and_normal
         return make_vec_env("Pendulum-v1", n_envs=1, seed=100 + index)
 
     loaded = Population.load(tmp_path / "ckpt", make_env)
+    assert type(loaded.optimizer) is type(population.optimizer)
     for name, tensor in loaded.params.items():
         assert th.equal(tensor.detach(), saved_params[name])
         assert th.equal(loaded.optimizer.state[tensor]["exp_avg"], saved_adam[name])
+        assert th.equal(loaded.optimizer.state[tensor]["step"], saved_steps)  # per member where segments drew apart
     for model, mean in zip(loaded.members, saved_means, strict=True):
         assert isinstance(model.env, VecNormalize) and np.array_equal(model.env.obs_rms.mean, mean)
         assert model.num_timesteps == 128

@@ -47,7 +47,7 @@ def test_cells_that_cannot_share_are_grouped_apart_never_mixed():
     sb3 = Cell.make(
         contestant="ppo", env_id="Pendulum-v1", seed=0, timesteps=256, eval_freq=256, eval_episodes=1, final_eval_episodes=2
     )
-    lecture = Cell.make(**{**sb3.to_dict(), "contestant": "lecture_ppo"})  # the lecture's segments: alone
+    lecture = Cell.make(**{**sb3.to_dict(), "contestant": "lecture_ppo"})  # its Pendulum entry uses gSDE: alone
     cells = [paper_cell("clip-0.2", 0), other_env, paper_cell("none", 0), other_budget, other_rate, stopping, sb3, lecture]
     units = group_cells(cells, 64)
     assert [[cells.index(cell) for cell in unit] for unit in units] == [[0, 2], [1], [3], [4], [5], [6], [7]]
@@ -60,7 +60,8 @@ def test_cells_in_the_lectures_setting_share_a_population_and_train(tmp_path):
     cells = [paper_cell(variant, seed, env_id="CartPole-v1") for seed in range(2) for variant in ("clip-0.2", "none")]
     cells = [Cell.make(**{**cell.to_dict(), "overrides": {**cell.overrides_dict(), **LECTURE_CODE_EX1}}) for cell in cells]
     epochs_draw = Cell.make(**{**cells[0].to_dict(), "overrides": {**cells[0].overrides_dict(), "sampling": "epochs"}})
-    assert [len(unit) for unit in group_cells([*cells, epochs_draw], 64)] == [4, 1]
+    with_sde = Cell.make(**{**cells[0].to_dict(), "overrides": {**cells[0].overrides_dict(), "use_sde": True}})
+    assert [len(unit) for unit in group_cells([*cells, epochs_draw, with_sde], 64)] == [4, 1, 1]
     records = train_population_cells(cells, tmp_path)
     for cell, record in zip(cells, records, strict=True):
         assert record["population_size"] == 4 and record["timesteps"] == 256

@@ -864,7 +864,8 @@ def step_mean(values: th.Tensor, weights: th.Tensor | None) -> th.Tensor:
     """The mean over a minibatch's steps (the last axis), weighted where a population's minibatch carries pads."""
     if weights is None:
         return values.mean(dim=-1)
-    return (values * weights).sum(dim=-1) / weights.sum(dim=-1)
+    # a member sitting a minibatch out (all weights 0) gets 0, not 0 / 0
+    return (values * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1)
 
 
 def normalized_advantages(advantages: th.Tensor, weights: th.Tensor | None) -> th.Tensor:

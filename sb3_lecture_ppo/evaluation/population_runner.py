@@ -57,8 +57,8 @@ def population_key(cell: Cell) -> tuple[Any, ...] | None:
         and hyperparams.get("advantage_scope") == "rollout"
         and hyperparams.get("recompute_advantage") is False
     )
-    # the lecture's Code Ex.1: segments with advantages recomputed per minibatch, one random draw per epoch
-    lecture_setting = hyperparams.get("sampling") == "random" and hyperparams.get("advantage_scope", "segment") == "segment"
+    # the lecture's semantics: segments with advantages computed in segment scope (per minibatch where recomputed)
+    lecture_setting = hyperparams.get("advantage_scope", "segment") == "segment"
     if not (plain and (paper_setting or lecture_setting)) or "MultiInput" in str(hyperparams.get("policy", "")):
         return None
     shared = tuple(sorted((key, repr(value)) for key, value in hyperparams.items() if key not in OBJECTIVE_SETTINGS))

@@ -18,10 +18,10 @@ KL penalty. A member's update equals the update of the same LecturePPO trained a
 data (``tests/test_population.py``).
 
 Two settings train this way: the PPO paper's (one-step segments, advantages over each env's rollout computed once,
-minibatches drawn by epochs: every member's minibatches have the same size) and the lecture's Code Ex.1 (segments
-cut by episode ends, advantages recomputed per minibatch, one random draw per epoch), where members' minibatches are
-ragged: each is padded to the most the shared settings allow and weighted by its real steps
-(:func:`stack_minibatches`).
+minibatches drawn by epochs: every member's minibatches have the same size) and the lecture's (segments cut by
+episode ends, advantages recomputed per minibatch), where members' minibatches are ragged: each is padded to the
+most the shared settings allow and weighted by its real steps (:func:`stack_minibatches`); drawn by epochs, members
+take different numbers of steps, each its own (:class:`MaskedStackedAdam`).
 """
 
 import contextlib
@@ -156,7 +156,12 @@ class Population:
         optimizer_kwargs = {
             key: value for key, value in template.policy.optimizer.defaults.items() if key in ("eps", "betas", "weight_decay")
         }
-        self.optimizer = _stacked_adam(list(self.params.values()), float(template.lr_schedule(1.0)), optimizer_kwargs)
+        parameters, learning_rate = list(self.params.values()), float(template.lr_schedule(1.0))
+        if template.seq_length > 1 and template.sampling == "epochs":
+            # members' rollouts cut into different numbers of segments draw different numbers of minibatches
+            self.optimizer: th.optim.Optimizer = MaskedStackedAdam(parameters, self.size, lr=learning_rate, **optimizer_kwargs)
+        else:
+            self.optimizer = _stacked_adam(parameters, learning_rate, optimizer_kwargs)
         self.random_states = [np.random.RandomState(member.seed) for member in self.members]
         self.callbacks: list[BaseCallback] = []
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
@@ -383,20 +388,30 @@ class Population:
         template._update_learning_rate(self.optimizer)
         clip_ranges, kl_coefs = self._objective_tensors()
         stats: list[tuple[th.Tensor, ...]] = []
+        taking_part: list[th.Tensor] = []
         for batch in self._stacked_minibatches():
             loss, *statistics = self._minibatch_losses(batch, clip_ranges, kl_coefs)
             self.optimizer.zero_grad()
             loss.sum().backward()  # members share no parameter: each gets the gradient of its own loss
             if template.max_grad_norm is not None:
                 clip_grad_norm_per_member(list(self.params.values()), template.max_grad_norm)
-            self.optimizer.step()
+            active = th.ones(self.size, dtype=th.bool) if batch.step_weights is None else batch.step_weights.sum(dim=-1) > 0
+            if isinstance(self.optimizer, MaskedStackedAdam):
+                self.optimizer.step(active)  # a member whose epoch has no minibatch left takes no step
+            else:
+                self.optimizer.step()
             stats.append((loss.detach(), *(value.detach() for value in statistics)))
+            taking_part.append(active)
         for member in self.members:
             member._n_updates += template.n_epochs
         if not th.isfinite(th.stack([step[0] for step in stats])).all():
             raise FloatingPointError("Population: a member's loss became NaN or inf: lower learning_rate or set max_grad_norm")
         self._adapt_kl_coefs()
-        return {name: th.stack([step[index] for step in stats]).mean(dim=0).numpy() for index, name in enumerate(STATS)}
+        weights = th.stack(taking_part).float()  # (minibatches, K): the means over each member's own minibatches
+        return {
+            name: ((th.stack([step[index] for step in stats]) * weights).sum(dim=0) / weights.sum(dim=0)).numpy()
+            for index, name in enumerate(STATS)
+        }
 
     def _minibatch_losses(self, batch: MinibatchSteps, clip_ranges: th.Tensor, kl_coefs: th.Tensor) -> tuple[th.Tensor, ...]:
         """
@@ -470,15 +485,18 @@ class Population:
         for index, member in enumerate(self.members):
             with _numpy_random_state(self.random_states[index]):
                 per_member.append(list(member._minibatches()))
-        n_batches = {len(batches) for batches in per_member}
-        if len(n_batches) != 1:
-            raise PopulationError(f"members drew {sorted(n_batches)} minibatches: the population needs equal counts")
+        counts = [len(batches) for batches in per_member]
+        if len(set(counts)) != 1 and not isinstance(self.optimizer, MaskedStackedAdam):
+            raise PopulationError(f"members drew {sorted(set(counts))} minibatches: the population needs equal counts")
         template = self.template
         all_steps = template.n_steps * template.n_envs
         rows = template.batch_size or all_steps  # the most real steps one member's minibatch can hold
         columns = rows // template.seq_length if template.batch_size else all_steps  # and the most segments
-        for batches in zip(*per_member, strict=True):
-            yield stack_minibatches(batches, rows, columns, weighted=template.seq_length > 1)
+        for index in range(max(counts)):
+            # a member with fewer minibatches this epoch sits the rest out: a copy of its last one, weighted 0
+            active = [index < count for count in counts]
+            batches = [batches[min(index, len(batches) - 1)] for batches in per_member]
+            yield stack_minibatches(batches, rows, columns, weighted=template.seq_length > 1, active=active)
 
     def _adapt_kl_coefs(self) -> None:
         """The paper's adaptive beta of each member whose objective has it, from the update's mean exact KL."""
@@ -507,7 +525,7 @@ class Population:
             if stacked in state:
                 target = model.policy.optimizer.state[member_params[name]]
                 for key, value in state[stacked].items():
-                    target[key] = value.clone() if key == "step" else value[index].clone()
+                    target[key] = value.clone() if key == "step" and value.dim() == 0 else value[index].clone()
         return model
 
     # ------------------------------------------------------------------ checkpoints
@@ -585,8 +603,11 @@ class Population:
             per_member = [entry for entry in entries if entry is not None]
             if len(per_member) < len(entries):
                 return  # a member that never trained: fresh Adam for all, as each would have
+            shared_step = not isinstance(self.optimizer, MaskedStackedAdam)  # else each member's own step count
             self.optimizer.state[stacked] = {
-                key: per_member[0][key].clone() if key == "step" else th.stack([entry[key] for entry in per_member])
+                key: per_member[0][key].clone()
+                if key == "step" and shared_step
+                else th.stack([entry[key] for entry in per_member])
                 for key in per_member[0]
             }
 
@@ -655,7 +676,9 @@ FIELDS_OF_A_STEP = (
 """The arrays of a :class:`~sb3_lecture_ppo.common.buffers.SegmentRolloutBuffer` that a rollout step writes."""
 
 
-def stack_minibatches(batches: Sequence[MinibatchSteps], rows: int, columns: int, weighted: bool) -> MinibatchSteps:
+def stack_minibatches(
+    batches: Sequence[MinibatchSteps], rows: int, columns: int, weighted: bool, active: Sequence[bool] | None = None
+) -> MinibatchSteps:
     """
     The members' minibatches as one with a leading member axis, each padded to ``rows`` steps with copies of its
     first step, weighted out by ``step_weights`` (so every mean is over the member's own steps), and its segment
@@ -664,8 +687,11 @@ def stack_minibatches(batches: Sequence[MinibatchSteps], rows: int, columns: int
     theirs, bit for bit.
 
     :param weighted: weigh the means even where no member needs pads (as the settings allow them)
+    :param active: per member, False where its minibatch only fills the shape: all its steps weigh 0 and its
+        segments are empty (its loss and gradient are 0)
     """
-    sizes = [len(batch.old_log_prob) for batch in batches]
+    active = [True] * len(batches) if active is None else list(active)
+    sizes = [len(batch.old_log_prob) if taking_part else 0 for batch, taking_part in zip(batches, active, strict=True)]
 
     def padded_rows(tensor: th.Tensor, total: int) -> th.Tensor:
         if len(tensor) == total:
@@ -674,7 +700,7 @@ def stack_minibatches(batches: Sequence[MinibatchSteps], rows: int, columns: int
 
     fields = {name: th.stack([padded_rows(getattr(batch, name), rows) for batch in batches]) for name in PER_STEP_FIELDS}
     weights = None
-    if weighted or any(size != rows for size in sizes):
+    if weighted or not all(active) or any(size != rows for size in sizes):
         weights = th.stack([(th.arange(rows) < size).to(batches[0].old_log_prob.dtype) for size in sizes])
     layouts = [batch.segments for batch in batches]
     if any(layout is None for layout in layouts):
@@ -685,7 +711,9 @@ def stack_minibatches(batches: Sequence[MinibatchSteps], rows: int, columns: int
         return th.cat([tensor, pad], dim=1)
 
     segments = SegmentLayout(
-        mask=th.stack([padded_columns(layout.mask) for layout in layouts]),  # type: ignore[union-attr]
+        mask=th.stack(
+            [padded_columns(layout.mask) & taking_part for layout, taking_part in zip(layouts, active, strict=True)]  # type: ignore[union-attr]
+        ),
         rewards=th.stack([padded_columns(layout.rewards) for layout in layouts]),  # type: ignore[union-attr]
         terminations=th.stack([padded_columns(layout.terminations) for layout in layouts]),  # type: ignore[union-attr]
         last_next_observations=th.stack(
@@ -720,6 +748,53 @@ def _stacked_adam(parameters: list[th.Tensor], learning_rate: float, settings: d
         return th.optim.Adam(parameters, lr=learning_rate, foreach=True, **settings)
 
 
+class MaskedStackedAdam(th.optim.Optimizer):
+    """
+    Adam over stacked ``(K, ...)`` tensors whose members may sit a step out: each member has its own step count
+    (Adam's bias corrections), and :meth:`step` leaves a member that is not ``active`` untouched (parameters,
+    moments, count). The same arithmetic as torch's Adam for each member that steps (to float rounding), for members
+    that take different numbers of steps (the lecture's segments drawn by epochs).
+    """
+
+    def __init__(
+        self,
+        params: list[th.Tensor],
+        n_members: int,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.n_members = n_members
+
+    @th.no_grad()
+    def step(self, active: th.Tensor | None = None) -> None:  # type: ignore[override]
+        """One Adam step of every member where ``active`` (``(K,)`` bool; None: all)."""
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = th.zeros(self.n_members)
+                    state["exp_avg"] = th.zeros_like(param)
+                    state["exp_avg_sq"] = th.zeros_like(param)
+                stepping = th.ones(self.n_members, dtype=th.bool) if active is None else active
+                shape = (self.n_members,) + (1,) * (param.dim() - 1)
+                mask = stepping.reshape(shape)
+                grad = param.grad if group["weight_decay"] == 0 else param.grad.add(param, alpha=group["weight_decay"])
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.copy_(th.where(mask, exp_avg.lerp(grad, 1 - beta1), exp_avg))
+                exp_avg_sq.copy_(th.where(mask, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
+                state["step"] = state["step"] + stepping.to(state["step"].dtype)
+                steps = state["step"].clamp(min=1).reshape(shape)  # a member yet to step is left as it is below
+                step_size = group["lr"] / (1 - beta1**steps)
+                denom = exp_avg_sq.sqrt() / (1 - beta2**steps).sqrt() + group["eps"]
+                param.copy_(th.where(mask, param - step_size * exp_avg / denom, param))
+
+
 def clip_grad_norm_per_member(parameters: list[th.Tensor], max_norm: float) -> None:
     """Each member's joint gradient norm clipped to ``max_norm`` (torch's formula, as a run alone clips its own)."""
     grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
@@ -752,12 +827,6 @@ def _numpy_random_state(state: np.random.RandomState) -> Iterator[None]:
 
 def _check_update_setting(template: LecturePPO) -> None:
     """Refuse the update settings a population cannot train, naming the setting and the fix."""
-    if template.seq_length != 1 and template.sampling == "epochs":
-        raise PopulationError(
-            f"seq_length={template.seq_length} with sampling='epochs': members' rollouts cut into different numbers "
-            "of segments would draw different numbers of minibatches per epoch. Use sampling='random' (the lecture's "
-            "one draw per epoch) or seq_length=1"
-        )
     if template.recompute_advantage and template.advantage_scope == "rollout":
         raise PopulationError(
             "recompute_advantage=True with advantage_scope='rollout' (SB3-style recomputation each epoch) is not "
