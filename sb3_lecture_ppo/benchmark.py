@@ -143,8 +143,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("population", "runs"),
         default="population",
-        help="population: cells that differ only in seed and objective settings (LecturePPO in the paper setting) "
-        "train together in one process; runs: one process per cell",
+        help="population: cells that differ only in seed and objective settings (LecturePPO in the paper setting or "
+        "with the lecture's segments) train together in one process; runs: one process per cell",
     )
     parser.add_argument(
         "--population-size",

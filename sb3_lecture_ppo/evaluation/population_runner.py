@@ -4,8 +4,9 @@ cells instead of one per cell, each cell's run written as the same JSON :func:`~
 
 Cells share a population where they differ only in seed and in the objective's settings (``objective``,
 ``clip_range``, ``kl_coef``, ``kl_target``): the same contestant, env, budget, evaluation settings and every other
-hyperparameter, and a LecturePPO entry in the paper setting (``seq_length=1``, rollout-scope GAE computed once, no
-``target_kl``, no gSDE), which is what the population trains. Every other cell trains alone, as before.
+hyperparameter, and a LecturePPO entry the population trains: the paper setting (``seq_length=1``, rollout-scope
+GAE computed once) or the lecture's segments (segment-scope GAE), with no ``target_kl``, no gSDE and no Dict
+observations. Every other cell trains alone, as before.
 
 A group checkpoints itself (the population, its members' callbacks and last episodes) into
 ``<out>/.work/population-<id>/`` every :data:`CHECKPOINT_SECONDS`: a group interrupted resumes from there, its
