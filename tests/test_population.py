@@ -208,6 +208,25 @@ def test_a_members_update_equals_its_update_alone_in_the_lectures_setting(env_id
         assert model.adaptive_kl_coef == pytest.approx(alone[index][1], rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(seq_length=1, advantage_scope="segment", recompute_advantage=True),  # one-step segments, recomputed
+        dict(seq_length=4, advantage_scope="rollout", recompute_advantage=False),  # SB3's GAE, minibatches of segments
+    ],
+    ids=["one-step-segments", "rollout-gae-segments"],
+)
+def test_other_segment_settings_give_each_member_its_update_alone(setting):
+    members = collected([member(seed, "CartPole-v1", **setting, **settings) for seed, settings in enumerate(OBJECTIVES[:4])])
+    population = Population(members)
+    alone = trained_alone(members)
+    population.train()
+    for index, model in enumerate(population.members):
+        population.member(index)
+        for name, value in parameters(model).items():
+            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
+
+
 def test_segments_drawn_by_epochs_give_each_member_its_own_number_of_steps_and_its_update_alone():
     """
     The lecture's segments in SB3's epochs: members whose rollouts are cut into different numbers of segments take

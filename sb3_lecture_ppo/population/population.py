@@ -472,8 +472,9 @@ class Population:
 
     def _stacked_rollout_fields(self) -> list[th.Tensor] | None:
         """Each minibatch field of every member's whole rollout as ``(K, n_steps * n_envs, ...)``, where that applies."""
-        if self.template.sampling != "epochs" or self.template.seq_length != 1:
-            return None
+        template = self.template
+        if template.sampling != "epochs" or template.seq_length != 1 or template._recomputes_segment_advantages():
+            return None  # minibatches of segments, or with their segment layouts: member by member
         return [
             th.stack([member.rollout_buffer._gather(name, slice(None)) for member in self.members])  # type: ignore[misc]
             for name in STEP_FIELDS.values()
