@@ -75,12 +75,8 @@ def trained_alone(members) -> list[dict[str, th.Tensor]]:
     return results
 
 
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
-@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
-def test_a_members_update_equals_its_update_alone_for_every_objective(env_id, max_grad_norm):
-    members = collected(
-        [member(seed, env_id, max_grad_norm=max_grad_norm, **settings) for seed, settings in enumerate(OBJECTIVES)]
-    )
+def assert_population_update_is_each_update_alone(members) -> list:
+    """One population update against each member updated alone from the same weights and rollout (1e-5)."""
     population = Population(members)
     alone = trained_alone(members)
     population.train()
@@ -88,7 +84,18 @@ def test_a_members_update_equals_its_update_alone_for_every_objective(env_id, ma
         population.member(index)
         for name, value in parameters(model).items():
             th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
-        assert model.adaptive_kl_coef == alone[index][1]
+    return alone
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
+def test_a_members_update_equals_its_update_alone_for_every_objective(env_id, max_grad_norm):
+    members = collected(
+        [member(seed, env_id, max_grad_norm=max_grad_norm, **settings) for seed, settings in enumerate(OBJECTIVES)]
+    )
+    alone = assert_population_update_is_each_update_alone(members)
+    for model, (_, kl_coef) in zip(members, alone, strict=True):
+        assert model.adaptive_kl_coef == kl_coef
 
 
 def test_a_members_update_ignores_every_other_members_data_and_settings():
@@ -192,20 +199,13 @@ def test_a_members_update_equals_its_update_alone_in_the_lectures_setting(env_id
             for seed, settings in enumerate(OBJECTIVES)
         ]
     )
-    population = Population(members)
-    batches = list(population._stacked_minibatches())
+    batches = list(Population(members)._stacked_minibatches())
     assert all(batch.segments is not None for batch in batches)
     if env_id == "CartPole-v1":  # episode ends cut segments short: members' minibatches are ragged, padded
         assert any(batch.step_weights is not None for batch in batches)
-    for random_state, model in zip(population.random_states, members, strict=True):
-        random_state.seed(model.seed)
-    alone = trained_alone(members)
-    population.train()
-    for index, model in enumerate(population.members):
-        population.member(index)
-        for name, value in parameters(model).items():
-            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
-        assert model.adaptive_kl_coef == pytest.approx(alone[index][1], rel=1e-5)
+    alone = assert_population_update_is_each_update_alone(members)
+    for model, (_, kl_coef) in zip(members, alone, strict=True):
+        assert model.adaptive_kl_coef == pytest.approx(kl_coef, rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -218,13 +218,7 @@ def test_a_members_update_equals_its_update_alone_in_the_lectures_setting(env_id
 )
 def test_other_segment_settings_give_each_member_its_update_alone(setting):
     members = collected([member(seed, "CartPole-v1", **setting, **settings) for seed, settings in enumerate(OBJECTIVES[:4])])
-    population = Population(members)
-    alone = trained_alone(members)
-    population.train()
-    for index, model in enumerate(population.members):
-        population.member(index)
-        for name, value in parameters(model).items():
-            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
+    assert_population_update_is_each_update_alone(members)
 
 
 def test_segments_drawn_by_epochs_give_each_member_its_own_number_of_steps_and_its_update_alone():
@@ -235,13 +229,8 @@ def test_segments_drawn_by_epochs_give_each_member_its_own_number_of_steps_and_i
     epochs = {**LECTURE, "sampling": "epochs", "batch_size": 16}
     members = collected([member(seed, "CartPole-v1", **epochs, **settings) for seed, settings in enumerate(OBJECTIVES)])
     assert len({member.rollout_buffer.n_segments for member in members}) > 1
-    population = Population(members)
-    alone = trained_alone(members)
-    population.train()
-    for index, model in enumerate(population.members):
-        population.member(index)
-        for name, value in parameters(model).items():
-            th.testing.assert_close(value, alone[index][0][name], atol=1e-5, rtol=1e-5, msg=f"member {index} {name}")
+    assert_population_update_is_each_update_alone(members)
+    for model in members:
         steps = model.policy.optimizer.state[next(iter(model.policy.parameters()))]["step"]
         assert steps.dim() == 0 and int(steps) == model.n_epochs * -(-model.rollout_buffer.n_segments // 4)
 
