@@ -391,6 +391,28 @@ def test_the_stacked_rollout_forward_equals_vmap_of_each_members_forward(env_id,
     assert not th.allclose(after[3], stacked[3])
 
 
+@pytest.mark.parametrize("env_id, fused", [("Pendulum-v1", True), ("CartPole-v1", False)])
+def test_the_fused_gaussian_forward_is_the_stacked_forward(env_id, fused):
+    """SB3's MLP with Gaussian actions takes the fused rollout forward pass: the same draws, outputs to rounding."""
+    population = Population([member(seed, env_id) for seed in range(3)])
+    assert (population._fused_act is not None) == fused
+    if not fused:
+        return
+    observations = th.randn(3, 2, *population.template.observation_space.shape)
+    for _ in range(2):  # before and after an optimizer step, read back by refresh()
+        th.manual_seed(3)
+        expected = stacked_act(population._stacked_policy, observations)
+        th.manual_seed(3)
+        population._fused_act.refresh()
+        for one, other in zip(population._act(observations), expected, strict=True):
+            assert one.shape == other.shape
+            th.testing.assert_close(one, other, rtol=1e-5, atol=1e-6)
+        for tensor in population.params.values():
+            tensor.grad = th.ones_like(tensor)
+        population.optimizer.param_groups[0]["lr"] = 0.1
+        population.optimizer.step()
+
+
 class _Recorder(BaseCallback):
     """What a member's callback sees at every env step: the step, the member's weights and its normalizer's mean."""
 

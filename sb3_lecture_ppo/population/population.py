@@ -50,7 +50,7 @@ from sb3_lecture_ppo.common.on_policy_algorithm import NonFiniteEnvValueError, _
 from sb3_lecture_ppo.common.policies import actor_latent_and_values
 from sb3_lecture_ppo.common.type_aliases import PER_STEP_FIELDS, MinibatchSteps, SegmentLayout
 from sb3_lecture_ppo.population.envs import PopulationEnvs, can_vectorize
-from sb3_lecture_ppo.population.stacked import refresh_direct_parameters, stacked_act, stacked_policy
+from sb3_lecture_ppo.population.stacked import FusedGaussianMlpAct, refresh_direct_parameters, stacked_act, stacked_policy
 from sb3_lecture_ppo.ppo.ppo import LecturePPO
 
 SHARED_SETTINGS = (
@@ -167,6 +167,7 @@ class Population:
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0, 0))
         self._vmapped_act = vmap(self._member_act, in_dims=(0, 0), randomness="different")
         self._stacked_policy = None if template._through_policy_methods else stacked_policy(template.policy, self.params)
+        self._fused_act = FusedGaussianMlpAct.build(self._stacked_policy)
         if self._stacked_policy is None and (template.seq_length != 1 or template.sampling != "epochs"):
             raise PopulationError(
                 "the lecture's segments and random draws in a population need a policy of linear layers with Box or "
@@ -193,6 +194,8 @@ class Population:
 
     def _act(self, observations: th.Tensor) -> tuple[th.Tensor, ...]:
         """Every member's rollout step at once: through the stacked policy where it covers the policy, else ``vmap``."""
+        if self._fused_act is not None:
+            return self._fused_act(observations)
         if self._stacked_policy is not None:
             return stacked_act(self._stacked_policy, observations)
         return self._vmapped_act(self._detached_params(), observations)
@@ -252,6 +255,8 @@ class Population:
         """One rollout of ``n_steps`` per env for every member, actions from one batched forward pass."""
         callbacks = self._member_callbacks()
         self.sync_members()  # the callbacks and the bootstrap values see each member's current weights
+        if self._fused_act is not None:
+            self._fused_act.refresh()  # the weights as the last update left them
         for index, (member, callback) in enumerate(zip(self.members, callbacks, strict=True)):
             member.policy.set_training_mode(False)
             member.rollout_buffer.reset()
