@@ -326,8 +326,8 @@ def test_a_folder_without_a_checkpoint_says_so(tmp_path):
         Population.load(tmp_path, lambda index: make_vec_env("Pendulum-v1"))
 
 
-@pytest.mark.parametrize("norm_reward", [False, True])
-def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_reward):
+@pytest.mark.parametrize("norm_reward, n_envs", [(False, 2), (True, 2), (True, 1)])
+def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_reward, n_envs):
     """
     The same rollout (same actions) stepped member by member (each member's own buffer writes) and as one (one
     stacked write per step): identical buffers, advantages and statistics.
@@ -336,7 +336,7 @@ def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_r
     def rollout(vectorize: bool):
         members = []
         for seed in range(3):
-            env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=seed), norm_reward=norm_reward)
+            env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=n_envs, seed=seed), norm_reward=norm_reward)
             members.append(LecturePPO(ActorCriticPolicy, env, seed=seed, **{**PAPER, "n_steps": 256}))  # episodes end
         population = Population(members, vectorize_envs=vectorize)
         assert (population.envs is not None) == vectorize
@@ -351,7 +351,7 @@ def test_all_envs_as_one_give_each_members_own_vecnormalize_steps_exactly(norm_r
         for name in (*FIELDS_OF_A_STEP, "advantages", "returns"):
             np.testing.assert_array_equal(getattr(one.rollout_buffer, name), getattr(other.rollout_buffer, name), err_msg=name)
         np.testing.assert_array_equal(one._last_episode_starts, other._last_episode_starts)
-        assert one.num_timesteps == other.num_timesteps == 256 * 2
+        assert one.num_timesteps == other.num_timesteps == 256 * n_envs
         assert one.rollout_buffer.dones.any()  # terminal observations were normalized too
         for stats in ("obs_rms", "ret_rms"):
             a, b = getattr(one.env, stats), getattr(other.env, stats)

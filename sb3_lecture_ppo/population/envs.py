@@ -145,8 +145,13 @@ def _update(
     mean: np.ndarray, var: np.ndarray, count: np.ndarray, batch: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``RunningMeanStd.update`` of every member at once: member k's statistics with member k's ``(n_envs, ...)`` batch."""
-    batch_mean = np.mean(batch, axis=1)
-    batch_var = np.var(batch, axis=1)
+    if batch.shape[1] == 1 and np.issubdtype(batch.dtype, np.floating):
+        # one env per member (the paper's setting): NumPy's mean and variance of one value, without their overhead
+        batch_mean = batch[:, 0].copy()
+        batch_var = np.square(batch_mean - batch_mean)  # 0, or NaN where the value is not finite, as np.var gives
+    else:
+        batch_mean = np.mean(batch, axis=1)
+        batch_var = np.var(batch, axis=1)
     batch_count = batch.shape[1]
     counts = count.reshape(-1, *([1] * (mean.ndim - 1)))  # (K, 1, ...) against (K, ...)
     delta = batch_mean - mean
