@@ -16,6 +16,7 @@ from sb3_lecture_ppo.population import Population, PopulationError
 from sb3_lecture_ppo.common.type_aliases import PER_STEP_FIELDS
 from sb3_lecture_ppo.population.population import FIELDS_OF_A_STEP, MaskedStackedAdam
 from sb3_lecture_ppo.population.stacked import stacked_act
+from tests.helpers import SplitDictEnv
 
 PAPER = dict(
     n_steps=64,
@@ -164,6 +165,15 @@ def test_members_that_cannot_share_a_population_are_refused_naming_the_setting(o
 def test_members_on_other_envs_are_refused():
     with pytest.raises(PopulationError, match="differ in their env's spaces"):
         Population([member(0), member(1, "CartPole-v1")])
+
+
+def test_dict_observations_are_refused_with_the_fix():
+    def dict_member(seed: int) -> LecturePPO:
+        env = make_vec_env("Pendulum-v1", n_envs=1, seed=seed, wrapper_class=SplitDictEnv)
+        return LecturePPO("MultiInputPolicy", env, seed=seed, **{**PAPER, "policy_kwargs": {}})
+
+    with pytest.raises(PopulationError, match="Dict observation spaces are not supported by the population: train"):
+        Population([dict_member(0), dict_member(1)])
 
 
 @pytest.mark.parametrize(
