@@ -777,6 +777,7 @@ class MaskedStackedAdam(th.optim.Optimizer):
     @th.no_grad()
     def step(self, active: th.Tensor | None = None) -> None:  # type: ignore[override]
         """One Adam step of every member where ``active`` (``(K,)`` bool; None: all)."""
+        stepping = th.ones(self.n_members, dtype=th.bool) if active is None else active
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
@@ -787,7 +788,6 @@ class MaskedStackedAdam(th.optim.Optimizer):
                     state["step"] = th.zeros(self.n_members)
                     state["exp_avg"] = th.zeros_like(param)
                     state["exp_avg_sq"] = th.zeros_like(param)
-                stepping = th.ones(self.n_members, dtype=th.bool) if active is None else active
                 shape = (self.n_members,) + (1,) * (param.dim() - 1)
                 mask = stepping.reshape(shape)
                 grad = param.grad if group["weight_decay"] == 0 else param.grad.add(param, alpha=group["weight_decay"])

@@ -86,8 +86,8 @@ class FusedGaussianMlpAct:
     The rollout's forward pass and sampling of SB3's MLP actor-critic with Gaussian actions (a flattening features
     extractor shared by actor and critic, an ``MlpExtractor`` of linear layers and activations, linear heads) for
     all members at once, in fewer and cheaper calls than the module tree: the actor's and critic's first layers as one
-    matmul, every weight transposed into a contiguous copy once per rollout (:meth:`refresh`, after each update),
-    the standard deviation's terms once per rollout. The operations after the matmuls are those of
+    matmul, every weight transposed into a contiguous copy and ``exp(log_std)`` taken once per rollout
+    (:meth:`refresh`, after each update). The operations after the matmuls are those of
     :func:`~sb3_lecture_ppo.common.distributions.sample_actions` (the same random draws give the same actions up to
     the matmuls' rounding; tested against :func:`stacked_act`).
     """
