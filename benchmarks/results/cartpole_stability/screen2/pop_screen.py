@@ -1,6 +1,6 @@
 """CartPole entry screen, round 2: a candidate on many seeds as one population (the same evaluations as screen.py).
 
-    python pop_screen.py OUT.jsonl CANDIDATE FIRST_SEED N_SEEDS
+python pop_screen.py OUT.jsonl CANDIDATE FIRST_SEED N_SEEDS
 """
 
 import json
