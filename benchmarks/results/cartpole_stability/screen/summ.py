@@ -3,9 +3,10 @@ import collections
 import statistics
 import glob
 import os
+import sys
 
 rows = collections.defaultdict(list)
-for f in glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "*.jsonl")):
+for f in glob.glob(os.path.join(sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__)), "*.jsonl")):
     for line in open(f):
         d = json.loads(line)
         c = d["curve"]
