@@ -23,7 +23,6 @@ ENTRY = {**BASE, **ROUND_1["k3_lambda_clip_kl_adaptive"]}  # the shipped entry b
 CANDIDATES = {
     "entry": {},
     "gamma99": dict(gamma=0.99),
-    "seq32": dict(seq_length=32),
     "kl005": dict(kl_target=0.005),
     "epochs10": dict(n_epochs=10),
     "once": dict(recompute_advantage=False),
