@@ -86,10 +86,10 @@ class FusedGaussianMlpAct:
     The rollout's forward pass and sampling of SB3's MLP actor-critic with Gaussian actions (a flattening features
     extractor shared by actor and critic, an ``MlpExtractor`` of linear layers and activations, linear heads) for
     all members at once, in fewer and cheaper calls than the module tree: the actor's and critic's first layers as one
-    matmul, every weight transposed into a contiguous copy and ``exp(log_std)`` taken once per rollout
-    (:meth:`refresh`, after each update). The operations after the matmuls are those of
-    :func:`~sb3_lecture_ppo.common.distributions.sample_actions` (the same random draws give the same actions up to
-    the matmuls' rounding; tested against :func:`stacked_act`).
+    matmul, every weight transposed into a contiguous copy, and ``exp(log_std)`` and the log-density's terms that do
+    not depend on the action taken once per rollout (:meth:`refresh`, after each update). The operations after the
+    matmuls are those of :func:`~sb3_lecture_ppo.common.distributions.sample_actions` (the same random draws give the
+    same actions up to the matmuls' rounding; tested against :func:`stacked_act`).
     """
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
@@ -132,6 +132,8 @@ class FusedGaussianMlpAct:
         self.action_head = _transposed_layer(self.policy.action_net)
         self.value_head = _transposed_layer(self.policy.value_net)
         self.std_unit = self.policy.stacked_direct["log_std"].detach().unsqueeze(1).exp()  # type: ignore[index]  # (K, 1, action_dim)
+        self.inverse_two_variances = 1 / (2 * self.std_unit**2)
+        self.log_prob_constant = (-self.std_unit.log() - math.log(math.sqrt(2 * math.pi))).sum(dim=-1)  # (K, 1)
 
     @th.no_grad()
     def __call__(self, observations: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
@@ -141,11 +143,11 @@ class FusedGaussianMlpAct:
         latent_pi = _run(self.actor, first[..., : self.split])
         latent_vf = _run(self.critic, first[..., self.split :])
         mean = _apply(self.action_head, latent_pi)
-        std = th.ones_like(mean) * self.std_unit
+        std = self.std_unit.expand_as(mean)
         actions = mean + th.empty_like(mean).normal_() * std  # Normal.rsample, as sample_actions
-        log_prob = -((actions - mean) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
+        log_prob = self.log_prob_constant - ((actions - mean) ** 2 * self.inverse_two_variances).sum(dim=-1)
         values = _apply(self.value_head, latent_vf)
-        return actions, log_prob.sum(dim=-1), th.cat([mean, std], dim=-1), values.reshape(observations.shape[:2])
+        return actions, log_prob, th.cat([mean, std], dim=-1), values.reshape(observations.shape[:2])
 
 
 def _transposed(weight: th.Tensor, bias: th.Tensor | None) -> tuple[th.Tensor, th.Tensor | None]:

@@ -27,7 +27,9 @@ CANDIDATES = {
     "epochs10": dict(n_epochs=10),
     "once": dict(recompute_advantage=False),
     "rollout_once": dict(advantage_scope="rollout", recompute_advantage=False),
+    "budget2x": {},  # the entry trained twice as long, its linear schedules stretched over the longer budget
 }
+BUDGETS = {"budget2x": 200_000}  # env steps per seed where not 100k
 
 
 def main(out, name, first_seed, n_seeds):
@@ -48,7 +50,7 @@ def main(out, name, first_seed, n_seeds):
     ]
     evaluations = [Eval(make_vec_env("CartPole-v1", n_envs=20, seed=seed + 10_000), 2000) for seed in seeds]
     start = time.process_time()
-    population = Population(members).learn(100_000, callbacks=evaluations)
+    population = Population(members).learn(BUDGETS.get(name, 100_000), callbacks=evaluations)
     with open(out, "a") as file:
         for index, seed in enumerate(seeds):
             final_env = make_vec_env("CartPole-v1", n_envs=20, seed=seed + 20_000)
