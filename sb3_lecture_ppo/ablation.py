@@ -219,6 +219,7 @@ def write_report(cells: Sequence[Cell], out: Path, env_ids: Sequence[str], setti
     best = BEST if BEST in scores else next(iter(scores))
     aggregates, improvements = interval_estimates(scores, best)
     table = _table(scores, aggregates, improvements, complete, random_scores, env_ids, best)
+    table += _per_task_tables(runs, list(scores), random_scores, reference, env_ids)
     (out / "results.md").write_text(header + table)
     plot_interval_estimates(aggregates, out / "intervals.png", xlabel="normalized score (random 0, best variant 1)")
     for env_id in env_ids:
@@ -265,6 +266,57 @@ def _table(
         "| random policy | 0 | 0.00 | | | " + " | ".join(f"{random_scores[env_id]:,.1f}" for env_id in env_ids) + " |"
     )
     return "\n".join(lines) + "\n"
+
+
+def _per_task_tables(
+    runs: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    random_scores: dict[str, float],
+    reference: dict[str, float] | None,
+    env_ids: Sequence[str],
+) -> str:
+    """Per task, each algorithm's score and peak seed by seed, and its normalized mean over seeds."""
+    by_cell = {(variant_of(run), run["cell"]["env_id"], run["cell"]["seed"]): run for run in runs}
+    seeds = sorted({seed for _, _, seed in by_cell})
+    seed_list = " / ".join(str(seed) for seed in seeds)
+    order = [name for name in VARIANTS if name in names] + [name for name in names if name not in VARIANTS]
+    sections = []
+    for env_id in env_ids:
+        finished: dict[str, list[dict[str, Any]]] = {}
+        for name in order:
+            per_seed = [run for seed in seeds if (run := by_cell.get((name, env_id, seed))) is not None]
+            if len(per_seed) == len(seeds):
+                finished[name] = per_seed
+        if not finished:
+            continue
+        best = max(float(np.mean([run["last_100_training_episodes"] for run in per_seed])) for per_seed in finished.values())
+        one = reference[env_id] if reference is not None else best
+        lines = [
+            "",
+            f"## {env_id}",
+            "",
+            f"Normalized: random policy 0 ({random_scores[env_id]:,.1f}), 1 = {one:,.1f}. "
+            "Peak: the highest mean return of the last 100 training episodes logged during training.",
+            "",
+            f"| algorithm | score, seeds {seed_list} | peak, seeds {seed_list} | normalized (mean of seeds) |",
+            "|---|---|---|---|",
+        ]
+        for name, per_seed in finished.items():
+            finals = [float(run["last_100_training_episodes"]) for run in per_seed]
+            peaks = [_peak(run) for run in per_seed]
+            normalized = (np.mean(finals) - random_scores[env_id]) / (one - random_scores[env_id])
+            lines.append(
+                f"| {PAPER_TABLE.get(name, (name, None))[0]} | {' / '.join(f'{value:,.0f}' for value in finals)} "
+                f"| {' / '.join(f'{value:,.0f}' for value in peaks)} | {normalized:.2f} |"
+            )
+        sections.append("\n".join(lines))
+    return "\n".join(sections) + ("\n" if sections else "")
+
+
+def _peak(run: dict[str, Any]) -> float:
+    """The highest logged mean return of the last 100 training episodes (its final score if none was logged)."""
+    logged = [value for value in run["training_curve"]["episode_return_mean"] if value is not None]
+    return float(max(logged, default=run["last_100_training_episodes"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

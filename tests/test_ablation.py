@@ -46,6 +46,29 @@ def test_normalized_scores_random_zero_best_one():
     assert scores["a"][:, 0].mean() == pytest.approx(1.0) and scores["b"][:, 1].mean() == pytest.approx(1.0)
 
 
+def _run(variant: str, env_id: str, seed: int, score: float, curve: list) -> dict:
+    cell = {"env_id": env_id, "seed": seed, "contestant": "lecture_ppo:paper", "overrides": ablation.VARIANTS[variant]}
+    return {"cell": cell, "last_100_training_episodes": score, "training_curve": {"episode_return_mean": curve}}
+
+
+def test_per_task_tables_list_each_seed_in_order_with_its_peak():
+    runs = [
+        _run("clip-0.2", "X", 1, 30.0, [None, 50.0, 30.0]),
+        _run("clip-0.2", "X", 0, 10.0, [20.0, 10.0]),
+        _run("none", "X", 0, 0.0, []),  # no episode logged: its peak is its score
+        _run("none", "X", 1, 2.0, [4.0, 2.0]),
+        _run("none", "Y", 0, 1.0, [1.0]),  # Y lacks seed 1 of clip-0.2 and none: no table for Y
+    ]
+    text = ablation._per_task_tables(runs, ["clip-0.2", "none"], {"X": -10.0, "Y": 0.0}, {"X": 20.0}, ["X", "Y"])
+    lines = text.splitlines()
+    assert "## X" in lines and "## Y" not in lines
+    assert "| Clipping, epsilon = 0.2 | 10 / 30 | 20 / 50 | 1.00 |" in lines
+    assert "| No clipping or penalty | 0 / 2 | 0 / 4 | 0.37 |" in lines  # (1 + 10) / (20 + 10)
+    assert lines.index("| No clipping or penalty | 0 / 2 | 0 / 4 | 0.37 |") < lines.index(
+        "| Clipping, epsilon = 0.2 | 10 / 30 | 20 / 50 | 1.00 |"
+    )  # the paper's row order
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -138,6 +161,7 @@ def test_quick_ablation_writes_every_output(tmp_path):
         assert (out / name).stat().st_size > 0, name
     table = (out / "results.md").read_text()
     assert all(row in table for row, _ in ablation.PAPER_TABLE.values())
+    assert "## CartPole-v1" in table and "## Pendulum-v1" in table  # the per-task tables
     assert json.loads((out / "random_scores.json").read_text()).keys() == {"CartPole-v1", "Pendulum-v1"}
 
 
