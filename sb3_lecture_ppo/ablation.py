@@ -296,27 +296,31 @@ def _per_task_tables(
             f"## {env_id}",
             "",
             f"Normalized: random policy 0 ({random_scores[env_id]:,.1f}), 1 = {one:,.1f}. "
-            "Peak: the highest mean return of the last 100 training episodes logged during training.",
+            "Peak: the highest mean return of the last 100 training episodes, logged during training or at the end.",
             "",
             f"| algorithm | score, seeds {seed_list} | peak, seeds {seed_list} | normalized (mean of seeds) |",
             "|---|---|---|---|",
         ]
-        for name, per_seed in finished.items():
-            finals = [float(run["last_100_training_episodes"]) for run in per_seed]
-            peaks = [_peak(run) for run in per_seed]
+        rows = {
+            name: ([float(run["last_100_training_episodes"]) for run in per_seed], [_peak(run) for run in per_seed])
+            for name, per_seed in finished.items()
+        }
+        # returns of a few units (Reacher's) keep a decimal; thousands (HalfCheetah's) do not need one
+        decimals = 1 if max(abs(value) for finals, peaks in rows.values() for value in finals + peaks) < 100 else 0
+        for name, (finals, peaks) in rows.items():
             normalized = (np.mean(finals) - random_scores[env_id]) / (one - random_scores[env_id])
             lines.append(
-                f"| {PAPER_TABLE.get(name, (name, None))[0]} | {' / '.join(f'{value:,.0f}' for value in finals)} "
-                f"| {' / '.join(f'{value:,.0f}' for value in peaks)} | {normalized:.2f} |"
+                f"| {PAPER_TABLE.get(name, (name, None))[0]} | {' / '.join(f'{value:,.{decimals}f}' for value in finals)} "
+                f"| {' / '.join(f'{value:,.{decimals}f}' for value in peaks)} | {normalized:.2f} |"
             )
         sections.append("\n".join(lines))
     return "\n".join(sections) + ("\n" if sections else "")
 
 
 def _peak(run: dict[str, Any]) -> float:
-    """The highest logged mean return of the last 100 training episodes (its final score if none was logged)."""
+    """The highest mean return of the last 100 training episodes, logged during training or at the end."""
     logged = [value for value in run["training_curve"]["episode_return_mean"] if value is not None]
-    return float(max(logged, default=run["last_100_training_episodes"]))
+    return float(max([*logged, run["last_100_training_episodes"]]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

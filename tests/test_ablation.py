@@ -62,11 +62,15 @@ def test_per_task_tables_list_each_seed_in_order_with_its_peak():
     text = ablation._per_task_tables(runs, ["clip-0.2", "none"], {"X": -10.0, "Y": 0.0}, {"X": 20.0}, ["X", "Y"])
     lines = text.splitlines()
     assert "## X" in lines and "## Y" not in lines
-    assert "| Clipping, epsilon = 0.2 | 10 / 30 | 20 / 50 | 1.00 |" in lines
-    assert "| No clipping or penalty | 0 / 2 | 0 / 4 | 0.37 |" in lines  # (1 + 10) / (20 + 10)
-    assert lines.index("| No clipping or penalty | 0 / 2 | 0 / 4 | 0.37 |") < lines.index(
-        "| Clipping, epsilon = 0.2 | 10 / 30 | 20 / 50 | 1.00 |"
+    assert "| Clipping, epsilon = 0.2 | 10.0 / 30.0 | 20.0 / 50.0 | 1.00 |" in lines
+    assert "| No clipping or penalty | 0.0 / 2.0 | 0.0 / 4.0 | 0.37 |" in lines  # (1 + 10) / (20 + 10)
+    assert lines.index("| No clipping or penalty | 0.0 / 2.0 | 0.0 / 4.0 | 0.37 |") < lines.index(
+        "| Clipping, epsilon = 0.2 | 10.0 / 30.0 | 20.0 / 50.0 | 1.00 |"
     )  # the paper's row order
+    large = [_run("none", "X", seed, 1234.4 * (seed + 1), [1500.0]) for seed in (0, 1)]
+    assert "| No clipping or penalty | 1,234 / 2,469 | 1,500 / 2,469 | 1.00 |" in ablation._per_task_tables(
+        large, ["none"], {"X": 0.0}, None, ["X"]
+    )  # thousands without decimals; the final score counts as a peak; 1 = the best here when no reference is given
 
 
 @pytest.mark.parametrize(
