@@ -21,7 +21,7 @@ interrupted sweep resumes, a rerun skips what is done.
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,8 +252,7 @@ def _table(
         f"| P({best} > row) [95% CI] | " + " | ".join(f"{env_id} mean return" for env_id in env_ids) + " |",
         "|---|---|---|---|---|" + "---|" * len(env_ids),
     ]
-    order = [name for name in VARIANTS if name in scores] + [name for name in scores if name not in VARIANTS]
-    for name in order:
+    for name in _row_order(scores):
         paper_row, paper_score = PAPER_TABLE.get(name, (name, None))
         iqm, low, high = aggregates[name]
         improvement = "-" if name not in improvements else "{:.2f} [{:.2f}, {:.2f}]".format(*improvements[name])
@@ -268,6 +267,12 @@ def _table(
     return "\n".join(lines) + "\n"
 
 
+def _row_order(names: Iterable[str]) -> list[str]:
+    """The paper's variants in the paper's order, then the comparison algorithms in theirs."""
+    names = list(names)
+    return [name for name in VARIANTS if name in names] + [name for name in names if name not in VARIANTS]
+
+
 def _per_task_tables(
     runs: Sequence[dict[str, Any]],
     names: Sequence[str],
@@ -279,11 +284,10 @@ def _per_task_tables(
     by_cell = {(variant_of(run), run["cell"]["env_id"], run["cell"]["seed"]): run for run in runs}
     seeds = sorted({seed for _, _, seed in by_cell})
     seed_list = " / ".join(str(seed) for seed in seeds)
-    order = [name for name in VARIANTS if name in names] + [name for name in names if name not in VARIANTS]
     sections = []
     for env_id in env_ids:
         finished: dict[str, list[dict[str, Any]]] = {}
-        for name in order:
+        for name in _row_order(names):
             per_seed = [run for seed in seeds if (run := by_cell.get((name, env_id, seed))) is not None]
             if len(per_seed) == len(seeds):
                 finished[name] = per_seed

@@ -7,6 +7,7 @@ member's steps) timed eager against compiled (inductor, CPU), one torch thread, 
 """
 
 import time
+from collections.abc import Callable
 
 import torch as th
 
@@ -61,10 +62,10 @@ def main() -> None:
         th.zeros(MEMBERS, 1, ACTIONS),
     )
 
-    def step(function: object) -> list[th.Tensor]:
+    def step(function: Callable[..., th.Tensor]) -> list[th.Tensor]:
         for param in params:
             param.grad = None
-        function(batch, *params).backward()  # type: ignore[operator]
+        function(batch, *params).backward()
         return [param.grad.clone() for param in params if param.grad is not None]
 
     compiled = th.compile(loss_fn)
