@@ -150,7 +150,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--population-size",
         type=_positive_int("--population-size"),
         default=64,
-        help="most runs in one population (lower it where memory is short)",
+        help="most runs in one population (lower it where memory is short, or to spread a checkpointed population "
+        "over more --jobs: each smaller group resumes its members from the larger checkpoint)",
     )
 
 

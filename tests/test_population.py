@@ -309,6 +309,38 @@ def test_a_population_checkpoint_loads_with_every_member_and_its_adam_and_normal
     assert [path.name for path in (tmp_path / "ckpt").iterdir() if path.is_dir()] == ["step_000000000256"]
 
 
+@pytest.mark.parametrize("setting", [{}, {**LECTURE, "sampling": "epochs", "batch_size": 16}], ids=["paper", "segments"])
+def test_part_of_a_checkpoint_loads_as_a_population_with_those_members_states(tmp_path, setting):
+    population = Population([member(seed, **setting, **OBJECTIVES[seed]) for seed in range(3)])
+    population.learn(128, checkpoint=tmp_path / "ckpt")
+    part = [2, 0]
+
+    def make_env(saved_index: int):
+        return make_vec_env("Pendulum-v1", n_envs=1, seed=100 + saved_index)
+
+    whole = Population.load(tmp_path / "ckpt", make_env)
+    loaded = Population.load(tmp_path / "ckpt", lambda position: make_env(part[position]), members=part)
+    assert [model.objective for model in loaded.members] == [OBJECTIVES[index]["objective"] for index in part]
+    for model, index in zip(loaded.members, part, strict=True):
+        assert model.num_timesteps == 128
+        assert np.array_equal(model.env.obs_rms.mean, whole.members[index].env.obs_rms.mean)
+    for random_state, index in zip(loaded.random_states, part, strict=True):
+        assert random_state.get_state()[2] == whole.random_states[index].get_state()[2]
+        assert np.array_equal(random_state.get_state()[1], whole.random_states[index].get_state()[1])
+    for name, tensor in loaded.params.items():
+        assert th.equal(tensor.detach(), whole.params[name].detach()[part])
+        assert th.equal(loaded.optimizer.state[tensor]["exp_avg"], whole.optimizer.state[whole.params[name]]["exp_avg"][part])
+    loaded.learn(256, reset_num_timesteps=False)  # the rollout's action noise is drawn for the part, not the whole
+    assert [model.num_timesteps for model in loaded.members] == [256, 256]
+
+
+def test_loading_members_a_checkpoint_does_not_hold_names_them_and_the_size(tmp_path):
+    Population([member(seed) for seed in range(2)]).learn(64, checkpoint=tmp_path / "ckpt")
+    for members in ([0, 2], [1, 1]):
+        with pytest.raises(PopulationError, match=rf"members=\[{members[0]}, {members[1]}\] must be distinct indices below 2"):
+            Population.load(tmp_path / "ckpt", lambda index: make_vec_env("Pendulum-v1", seed=index), members=members)
+
+
 def test_a_checkpoint_interrupted_while_saving_leaves_the_previous_one(tmp_path, monkeypatch):
     population = Population([member(seed, **OBJECTIVES[seed]) for seed in range(2)])
     population.learn(64, checkpoint=tmp_path / "ckpt")

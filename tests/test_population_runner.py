@@ -1,5 +1,7 @@
 """Sweeps through populations: which cells share one, their runs' records, memory refusal, resume."""
 
+import pickle
+
 import optuna
 import pytest
 
@@ -126,6 +128,42 @@ def test_an_interrupted_population_resumes_from_its_checkpoint(tmp_path, monkeyp
         # the curve's point from before the interruption (the first episode ends at 200) kept, none repeated
         assert record["training_curve"]["timesteps"] == [256, 320, 384, 448, 512]
     assert not checkpoint_folder(tmp_path, cells).exists()  # removed once every run is written
+
+
+def test_smaller_groups_resume_their_members_from_a_larger_groups_checkpoint(tmp_path, monkeypatch):
+    """A sweep rerun with a smaller --population-size (to spread it over more --jobs) loses nothing trained."""
+    cells = [paper_cell(variant, seed, timesteps=512) for seed in range(2) for variant in ("clip-0.2", "none")]
+    monkeypatch.setattr(population_runner, "CHECKPOINT_SECONDS", 0.0)
+    train = Population.train
+
+    def interrupted(self):
+        if self.members[0].num_timesteps >= 320:
+            raise KeyboardInterrupt
+        return train(self)
+
+    monkeypatch.setattr(Population, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_population_cells(cells, tmp_path)
+    monkeypatch.setattr(Population, "train", train)
+    whole = checkpoint_folder(tmp_path, cells)
+    halves = group_cells(cells, 2)
+    assert population_runner.containing_checkpoint(tmp_path, halves[1]) == (whole, [2, 3])
+    assert population_runner.containing_checkpoint(tmp_path, [cells[3], cells[0]]) == (whole, [3, 0])
+    assert population_runner.containing_checkpoint(tmp_path, [paper_cell("clip-0.3", 0, timesteps=512)]) is None
+
+    loaded = []
+    load = Population.load
+    monkeypatch.setattr(Population, "load", classmethod(lambda cls, *a, **k: loaded.append(k.get("members")) or load(*a, **k)))
+    saved_state = Population.checkpoint_files(whole) / population_runner.CALLBACK_STATE
+    saved_cpu = pickle.loads(saved_state.read_bytes())["cpu_seconds"]
+    first = train_population_cells(halves[0], tmp_path)
+    assert loaded == [[0, 1]] and whole.exists()  # the second half's members are still only there
+    second = train_population_cells(halves[1], tmp_path)
+    assert loaded == [[0, 1], [2, 3]] and not whole.exists()  # every cell finished: removed
+    for record in first + second:
+        assert record["timesteps"] == 512 and record["population_size"] == 2
+        assert record["training_curve"]["timesteps"] == [256, 320, 384, 448, 512]  # kept from before the split
+        assert record["cpu_seconds"] >= saved_cpu / 4  # each run's share of the CPU time before the split kept
 
 
 def test_an_optuna_worker_takes_the_next_queued_cells_of_one_population_together(tmp_path):

@@ -10,10 +10,14 @@ observations. Every other cell trains alone, as before.
 
 A group checkpoints itself (the population, its members' callbacks and last episodes) into
 ``<out>/.work/population-<id>/`` every :data:`CHECKPOINT_SECONDS`: a group interrupted resumes from there, its
-finished cells are never retrained.
+finished cells are never retrained. A group without a checkpoint of its own whose cells are all members of another
+group's checkpoint (the sweep rerun with a smaller ``--population-size``, e.g. to spread one population over more
+``--jobs``) resumes those members from it: members train independently, so nothing trained is lost. The larger
+checkpoint is removed once all of its cells have finished runs.
 """
 
 import hashlib
+import json
 import os
 import pickle
 import resource
@@ -26,10 +30,12 @@ from typing import Any
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.contestants import get_contestant
 from sb3_lecture_ppo.evaluation.runner import (
+    RUNS_FOLDER,
     WORK_FOLDER,
     BuiltRun,
     build_run,
     cell_entry,
+    load_run,
     run_path,
     run_record,
     write_json_atomically,
@@ -40,6 +46,8 @@ OBJECTIVE_SETTINGS = ("objective", "clip_range", "kl_coef", "kl_target")
 CHECKPOINT_SECONDS = 600.0
 """Seconds of training between two checkpoints of a group."""
 CALLBACK_STATE = "callbacks.pkl"
+CELLS_FILE = "cells.json"
+"""The ids of a checkpointed group's cells, in the order of its members."""
 DEFAULT_POPULATION_SIZE = 64
 
 
@@ -117,9 +125,10 @@ def train_population_cells(
     folder = checkpoint_folder(out_dir, cells)
     work = folder / "zoo"
     runs = _build_runs(cells, work, progress, memory_limit_bytes)
-    resumed = (folder / MANIFEST).exists()
-    if resumed:
-        population, cpu_before = _resume(folder, runs)
+    source = (folder, None) if (folder / MANIFEST).exists() else containing_checkpoint(out_dir, cells)
+    resumed = source is not None
+    if source is not None:
+        population, cpu_before = _resume(source[0], runs, source[1])
     else:
         population, cpu_before = Population([run.model for run in runs]), 0.0
     wall_start, cpu_start = time.perf_counter(), time.process_time()
@@ -145,7 +154,41 @@ def train_population_cells(
         write_json_atomically(run_path(out_dir, run.cell), record)
         records.append(record)
     shutil.rmtree(folder, ignore_errors=True)  # every run is written: the checkpoint and zoo logs are done with
+    _remove_finished_checkpoints(out_dir)
     return records
+
+
+def containing_checkpoint(out_dir: Path, cells: Sequence[Cell]) -> tuple[Path, list[int]] | None:
+    """
+    The checkpoint of another group in ``out_dir`` that holds every one of ``cells`` as a member, with their
+    member indices in the order of ``cells`` (the furthest trained where several do); None where none does.
+    """
+    from sb3_lecture_ppo.population.population import MANIFEST
+
+    found: list[tuple[int, Path, list[int]]] = []
+    for candidate in sorted((out_dir / WORK_FOLDER).glob("population-*")):
+        try:
+            member_ids = json.loads((candidate / CELLS_FILE).read_text())
+            trained = int(json.loads((candidate / MANIFEST).read_text())["num_timesteps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no finished checkpoint there
+        if all(cell.id in member_ids for cell in cells):
+            found.append((trained, candidate, [member_ids.index(cell.id) for cell in cells]))
+    if not found:
+        return None
+    _, folder, indices = max(found, key=lambda entry: entry[0])
+    return folder, indices
+
+
+def _remove_finished_checkpoints(out_dir: Path) -> None:
+    """Remove the checkpoints in ``out_dir`` whose cells all have finished runs (other groups resumed them)."""
+    for folder in (out_dir / WORK_FOLDER).glob("population-*"):
+        try:
+            member_ids = json.loads((folder / CELLS_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if all(load_run(out_dir / RUNS_FOLDER / f"{cell_id}.json") is not None for cell_id in member_ids):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _build_runs(cells: Sequence[Cell], work: Path, progress: Any, memory_limit_bytes: int | None) -> list[BuiltRun]:
@@ -208,11 +251,18 @@ def _callback_state(run: BuiltRun) -> dict[str, Any]:
 def _save(folder: Path, population: Any, runs: Sequence[BuiltRun], cpu_seconds: float) -> None:
     """The population with its callbacks' state and CPU time so far, as one checkpoint (a resume reads both)."""
     state = {"cpu_seconds": cpu_seconds, "runs": [_callback_state(run) for run in runs]}
+    write_json_atomically(folder / CELLS_FILE, [run.cell.id for run in runs])
     population.save(folder, extra_files={CALLBACK_STATE: pickle.dumps(state)})
 
 
-def _resume(folder: Path, runs: list[BuiltRun]) -> tuple[Any, float]:
-    """The checkpointed population with each run's callbacks and last training episodes as they were saved."""
+def _resume(folder: Path, runs: list[BuiltRun], members: list[int] | None = None) -> tuple[Any, float]:
+    """
+    The checkpointed population with each run's callbacks and last training episodes as they were saved, and its
+    CPU time so far.
+
+    :param members: the checkpoint's members that ``runs`` are, in order (default: all); their share of the
+        checkpoint's CPU time comes with them
+    """
     from collections import deque
 
     from stable_baselines3.common.vec_env import VecNormalize
@@ -223,13 +273,15 @@ def _resume(folder: Path, runs: list[BuiltRun]) -> tuple[Any, float]:
         env = runs[index].model.get_env()
         return env.venv if isinstance(env, VecNormalize) else env
 
-    population = Population.load(folder, make_env)
+    population = Population.load(folder, make_env, members=members)
     state = pickle.loads((Population.checkpoint_files(folder) / CALLBACK_STATE).read_bytes())
-    for run, model, saved in zip(runs, population.members, state["runs"], strict=True):
+    saved_runs = state["runs"] if members is None else [state["runs"][index] for index in members]
+    cpu_seconds = float(state["cpu_seconds"]) * len(saved_runs) / len(state["runs"])
+    for run, model, saved in zip(runs, population.members, saved_runs, strict=True):
         run.model = model
         for name, value in saved["evaluation"].items():
             setattr(run.evaluation, name, value)
         for name, value in saved["recorder"].items():
             setattr(run.recorder, name, value)
         model.ep_info_buffer = deque(saved["ep_info_buffer"], maxlen=model._stats_window_size)
-    return population, float(state["cpu_seconds"])
+    return population, cpu_seconds

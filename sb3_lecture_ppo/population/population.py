@@ -575,27 +575,45 @@ class Population:
         return folder / _read_manifest(folder)["folder"]
 
     @classmethod
-    def load(cls, folder: str | Path, make_env: Callable[[int], VecEnv], device: str = "cpu") -> "Population":
+    def load(
+        cls,
+        folder: str | Path,
+        make_env: Callable[[int], VecEnv],
+        device: str = "cpu",
+        members: Sequence[int] | None = None,
+    ) -> "Population":
         """
         The population saved in ``folder`` by :meth:`save`, each member on a fresh env from ``make_env(index)``
         (wrapped in the member's saved VecNormalize statistics where it had them); continue with
         ``learn(total_timesteps, reset_num_timesteps=False)``.
+
+        :param members: the saved members to load, in this order, as a population of their own (default: all);
+            ``make_env`` gets each one's position in this list. Each member's update depends on its own data
+            only, so a part continues each member's training (with its own action noise from then on, as any
+            resume on fresh envs does).
         """
         folder = Path(folder)
         manifest = _read_manifest(folder)
         target = folder / manifest["folder"]
-        members = []
-        for index in range(manifest["members"]):
-            env = make_env(index)
+        indices = list(range(manifest["members"])) if members is None else list(members)
+        unknown = [index for index in indices if not 0 <= index < manifest["members"]]
+        if unknown or len(set(indices)) < len(indices):
+            raise PopulationError(
+                f"members={list(members or [])} must be distinct indices below {manifest['members']}, the size of the "
+                f"population saved in {folder}"
+            )
+        loaded = []
+        for position, index in enumerate(indices):
+            env = make_env(position)
             statistics = target / f"member_{index}_vecnormalize.pkl"
             if statistics.exists():
                 env = VecNormalize.load(str(statistics), env)
-            members.append(LecturePPO.load(target / f"member_{index}.zip", env=env, device=device))
-        population = cls(members)
+            loaded.append(LecturePPO.load(target / f"member_{index}.zip", env=env, device=device))
+        population = cls(loaded)
         population._restore_optimizer_state()
-        state = pickle.loads((target / "population.pkl").read_bytes())
-        for random_state, saved in zip(population.random_states, state["random_states"], strict=True):
-            random_state.set_state(saved)
+        saved_states = pickle.loads((target / "population.pkl").read_bytes())["random_states"]
+        for random_state, index in zip(population.random_states, indices, strict=True):
+            random_state.set_state(saved_states[index])
         return population
 
     def _restore_optimizer_state(self) -> None:
