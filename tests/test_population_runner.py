@@ -166,6 +166,36 @@ def test_smaller_groups_resume_their_members_from_a_larger_groups_checkpoint(tmp
         assert record["cpu_seconds"] >= saved_cpu / 4  # each run's share of the CPU time before the split kept
 
 
+def test_a_larger_group_refuses_to_restart_members_that_smaller_groups_trained_further(tmp_path, monkeypatch):
+    from sb3_lecture_ppo.benchmark import UsageError, check_population_checkpoints
+
+    cells = [paper_cell(variant, seed, timesteps=512) for seed in range(2) for variant in ("clip-0.2", "none")]
+    monkeypatch.setattr(population_runner, "CHECKPOINT_SECONDS", 0.0)
+    train = Population.train
+    stop_at = [320]  # the update of the rollout that ends there fails: the last checkpoint is the one before
+
+    def interrupted(self):
+        if self.members[0].num_timesteps >= stop_at[0]:
+            raise KeyboardInterrupt
+        return train(self)
+
+    monkeypatch.setattr(Population, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_population_cells(cells, tmp_path)
+    stop_at[0] = 448
+    first_half = group_cells(cells, 2)[0]
+    with pytest.raises(KeyboardInterrupt):
+        train_population_cells(first_half, tmp_path)  # resumed from the whole's checkpoint (256 steps), checkpointed at 384
+    assert population_runner.split_checkpoint_problem(tmp_path, first_half) is None
+    assert population_runner.split_checkpoint_problem(tmp_path, group_cells(cells, 2)[1]) is None
+    message = r"2 of these 4 cells are trained further .*\(384 steps\).* \(256 steps\): rerun with --population-size 2"
+    with pytest.raises(population_runner.SplitCheckpointError, match=message):
+        train_population_cells(cells, tmp_path)
+    with pytest.raises(UsageError, match="--population-size: " + message):
+        check_population_checkpoints(cells, tmp_path, "population", 64)
+    check_population_checkpoints(cells, tmp_path, "population", 2)
+
+
 def test_an_optuna_worker_takes_the_next_queued_cells_of_one_population_together(tmp_path):
     """The worker's grouping on a journal storage, with a stand-in for training: every cell once, groups in order."""
     from sb3_lecture_ppo.evaluation.distributed import open_cell_study, open_storage, run_worker

@@ -55,6 +55,10 @@ class PopulationMemoryError(MemoryError):
     """A population that would not fit in memory, found before it trains."""
 
 
+class SplitCheckpointError(ValueError):
+    """A population some of whose cells are trained further in smaller groups' checkpoints than it would resume."""
+
+
 def population_key(cell: Cell) -> tuple[Any, ...] | None:
     """What a cell must share with the others of its population; None where it trains alone."""
     if get_contestant(cell.contestant).zoo_algo != "lecture_ppo" or cell.stop_at_return is not None:
@@ -115,12 +119,17 @@ def train_population_cells(
     :param memory_limit_bytes: refuse a population whose estimated memory exceeds this (default: the memory
         available now)
     :raises PopulationMemoryError: before training, naming the estimate and the limit
+    :raises SplitCheckpointError: before training, where some of ``cells`` are trained further in other groups'
+        checkpoints (see :func:`split_checkpoint_problem`)
     """
     import torch as th
 
     from sb3_lecture_ppo.population import Population
     from sb3_lecture_ppo.population.population import MANIFEST
 
+    problem = split_checkpoint_problem(out_dir, cells)
+    if problem is not None:
+        raise SplitCheckpointError(problem)
     th.set_num_threads(1)
     folder = checkpoint_folder(out_dir, cells)
     work = folder / "zoo"
@@ -158,21 +167,64 @@ def train_population_cells(
     return records
 
 
+def split_checkpoint_problem(out_dir: Path, cells: Sequence[Cell]) -> str | None:
+    """
+    Why ``cells`` must not train as one population now, or None: some of them are trained further in checkpoints
+    of smaller groups (a sweep resumed with a smaller ``--population-size``) than this group would resume from, so
+    training it would start those members again. Members at different steps cannot share a population.
+    """
+    from sb3_lecture_ppo.population.population import MANIFEST
+
+    own = checkpoint_folder(out_dir, cells)
+    source = (own, None) if (own / MANIFEST).exists() else containing_checkpoint(out_dir, cells)
+    resumed_at = 0 if source is None else _trained_steps(source[0])
+    ids = {cell.id for cell in cells}
+    further: list[tuple[Path, int, int]] = []  # (folder, its members among cells, its size)
+    for folder in sorted((out_dir / WORK_FOLDER).glob("population-*")):
+        member_ids = _checkpointed_cells(folder)
+        shared = ids & set(member_ids)
+        if (source is not None and folder == source[0]) or not shared or ids <= set(member_ids):
+            continue
+        if _trained_steps(folder) > resumed_at:
+            further.append((folder, len(shared), len(member_ids)))
+    if not further:
+        return None
+    where = ", ".join(f"{shared} in {folder.name} ({_trained_steps(folder):,} steps)" for folder, shared, _ in further)
+    return (
+        f"{sum(shared for _, shared, _ in further)} of these {len(cells)} cells are trained further in smaller "
+        f"populations' checkpoints under {out_dir / WORK_FOLDER} ({where}) than this population of {len(cells)} "
+        f"would resume them ({resumed_at:,} steps): rerun with --population-size "
+        f"{max(size for _, _, size in further)} to continue them"
+    )
+
+
+def _checkpointed_cells(folder: Path) -> list[str]:
+    """The cell ids of the group checkpointed in ``folder``, [] where it holds no finished checkpoint."""
+    try:
+        return list(json.loads((folder / CELLS_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _trained_steps(folder: Path) -> int:
+    """The steps each member of the checkpoint in ``folder`` has trained, 0 where it holds none."""
+    from sb3_lecture_ppo.population.population import MANIFEST
+
+    try:
+        return int(json.loads((folder / MANIFEST).read_text())["num_timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def containing_checkpoint(out_dir: Path, cells: Sequence[Cell]) -> tuple[Path, list[int]] | None:
     """
     The checkpoint of another group in ``out_dir`` that holds every one of ``cells`` as a member, with their
     member indices in the order of ``cells`` (the furthest trained where several do); None where none does.
     """
-    from sb3_lecture_ppo.population.population import MANIFEST
-
     found: list[tuple[int, Path, list[int]]] = []
     for candidate in sorted((out_dir / WORK_FOLDER).glob("population-*")):
-        try:
-            member_ids = json.loads((candidate / CELLS_FILE).read_text())
-            trained = int(json.loads((candidate / MANIFEST).read_text())["num_timesteps"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # no finished checkpoint there
-        if all(cell.id in member_ids for cell in cells):
+        member_ids, trained = _checkpointed_cells(candidate), _trained_steps(candidate)
+        if trained and all(cell.id in member_ids for cell in cells):
             found.append((trained, candidate, [member_ids.index(cell.id) for cell in cells]))
     if not found:
         return None
@@ -183,11 +235,8 @@ def containing_checkpoint(out_dir: Path, cells: Sequence[Cell]) -> tuple[Path, l
 def _remove_finished_checkpoints(out_dir: Path) -> None:
     """Remove the checkpoints in ``out_dir`` whose cells all have finished runs (other groups resumed them)."""
     for folder in (out_dir / WORK_FOLDER).glob("population-*"):
-        try:
-            member_ids = json.loads((folder / CELLS_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if all(load_run(out_dir / RUNS_FOLDER / f"{cell_id}.json") is not None for cell_id in member_ids):
+        member_ids = _checkpointed_cells(folder)
+        if member_ids and all(load_run(out_dir / RUNS_FOLDER / f"{cell_id}.json") is not None for cell_id in member_ids):
             shutil.rmtree(folder, ignore_errors=True)
 
 
