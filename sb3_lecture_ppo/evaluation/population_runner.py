@@ -125,7 +125,6 @@ def train_population_cells(
     import torch as th
 
     from sb3_lecture_ppo.population import Population
-    from sb3_lecture_ppo.population.population import MANIFEST
 
     problem = split_checkpoint_problem(out_dir, cells)
     if problem is not None:
@@ -134,7 +133,7 @@ def train_population_cells(
     folder = checkpoint_folder(out_dir, cells)
     work = folder / "zoo"
     runs = _build_runs(cells, work, progress, memory_limit_bytes)
-    source = (folder, None) if (folder / MANIFEST).exists() else containing_checkpoint(out_dir, cells)
+    source = resume_source(out_dir, cells)
     resumed = source is not None
     if source is not None:
         population, cpu_before = _resume(source[0], runs, source[1])
@@ -173,10 +172,7 @@ def split_checkpoint_problem(out_dir: Path, cells: Sequence[Cell]) -> str | None
     of smaller groups (a sweep resumed with a smaller ``--population-size``) than this group would resume from, so
     training it would start those members again. Members at different steps cannot share a population.
     """
-    from sb3_lecture_ppo.population.population import MANIFEST
-
-    own = checkpoint_folder(out_dir, cells)
-    source = (own, None) if (own / MANIFEST).exists() else containing_checkpoint(out_dir, cells)
+    source = resume_source(out_dir, cells)
     resumed_at = 0 if source is None else _trained_steps(source[0])
     ids = {cell.id for cell in cells}
     further: list[tuple[Path, int, int]] = []  # (folder, its members among cells, its size)
@@ -214,6 +210,17 @@ def _trained_steps(folder: Path) -> int:
         return int(json.loads((folder / MANIFEST).read_text())["num_timesteps"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+
+
+def resume_source(out_dir: Path, cells: Sequence[Cell]) -> tuple[Path, list[int] | None] | None:
+    """
+    The checkpoint ``cells`` resume from as a population: their own (member indices None: all), else another group's
+    that holds them all (:func:`containing_checkpoint`); None where they start afresh.
+    """
+    from sb3_lecture_ppo.population.population import MANIFEST
+
+    own = checkpoint_folder(out_dir, cells)
+    return (own, None) if (own / MANIFEST).exists() else containing_checkpoint(out_dir, cells)
 
 
 def containing_checkpoint(out_dir: Path, cells: Sequence[Cell]) -> tuple[Path, list[int]] | None:
