@@ -30,7 +30,6 @@ from typing import Any
 from sb3_lecture_ppo.evaluation.cells import Cell
 from sb3_lecture_ppo.evaluation.contestants import get_contestant
 from sb3_lecture_ppo.evaluation.runner import (
-    RUNS_FOLDER,
     WORK_FOLDER,
     BuiltRun,
     build_run,
@@ -175,22 +174,20 @@ def split_checkpoint_problem(out_dir: Path, cells: Sequence[Cell]) -> str | None
     source = resume_source(out_dir, cells)
     resumed_at = 0 if source is None else _trained_steps(source[0])
     ids = {cell.id for cell in cells}
-    further: list[tuple[Path, int, int]] = []  # (folder, its members among cells, its size)
+    further: list[tuple[str, int, int, int]] = []  # (folder name, its members among cells, its size, its steps)
     for folder in sorted((out_dir / WORK_FOLDER).glob("population-*")):
-        member_ids = _checkpointed_cells(folder)
-        shared = ids & set(member_ids)
-        if (source is not None and folder == source[0]) or not shared or ids <= set(member_ids):
-            continue
-        if _trained_steps(folder) > resumed_at:
-            further.append((folder, len(shared), len(member_ids)))
+        member_ids = set(_checkpointed_cells(folder))
+        shared, trained = len(ids & member_ids), _trained_steps(folder)
+        if (source is None or folder != source[0]) and shared and not ids <= member_ids and trained > resumed_at:
+            further.append((folder.name, shared, len(member_ids), trained))
     if not further:
         return None
-    where = ", ".join(f"{shared} in {folder.name} ({_trained_steps(folder):,} steps)" for folder, shared, _ in further)
+    where = ", ".join(f"{shared} in {name} ({trained:,} steps)" for name, shared, _, trained in further)
     return (
-        f"{sum(shared for _, shared, _ in further)} of these {len(cells)} cells are trained further in smaller "
+        f"{sum(shared for _, shared, _, _ in further)} of these {len(cells)} cells are trained further in smaller "
         f"populations' checkpoints under {out_dir / WORK_FOLDER} ({where}) than this population of {len(cells)} "
         f"would resume them ({resumed_at:,} steps): rerun with --population-size "
-        f"{max(size for _, _, size in further)} to continue them"
+        f"{max(size for _, _, size, _ in further)} to continue them"
     )
 
 
@@ -243,7 +240,7 @@ def _remove_finished_checkpoints(out_dir: Path) -> None:
     """Remove the checkpoints in ``out_dir`` whose cells all have finished runs (other groups resumed them)."""
     for folder in (out_dir / WORK_FOLDER).glob("population-*"):
         member_ids = _checkpointed_cells(folder)
-        if member_ids and all(load_run(out_dir / RUNS_FOLDER / f"{cell_id}.json") is not None for cell_id in member_ids):
+        if member_ids and all(load_run(run_path(out_dir, cell_id)) is not None for cell_id in member_ids):
             shutil.rmtree(folder, ignore_errors=True)
 
 

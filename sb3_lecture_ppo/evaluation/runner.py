@@ -48,8 +48,9 @@ WORK_FOLDER = ".work"
 """Where a cell's zoo logs live while it trains (deleted when it ends)."""
 
 
-def run_path(out_dir: Path, cell: Cell) -> Path:
-    return out_dir / RUNS_FOLDER / f"{cell.id}.json"
+def run_path(out_dir: Path, cell: Cell | str) -> Path:
+    """The finished run's JSON of ``cell`` (a cell or its id) in ``out_dir``."""
+    return out_dir / RUNS_FOLDER / f"{cell if isinstance(cell, str) else cell.id}.json"
 
 
 def log_path(out_dir: Path, cell: Cell) -> Path:
