@@ -14,7 +14,7 @@ import yaml
 from sb3_lecture_ppo import LectureMonteCarloPG
 from sb3_lecture_ppo.evaluation.cells import RESULTS_FORMAT_VERSION
 from sb3_lecture_ppo.evaluation.report import interval_estimates
-from sb3_lecture_ppo.evaluation.runner import WORK_FOLDER, StaleRunsError, cell_hyperparams, run_cells, run_path
+from sb3_lecture_ppo.evaluation.runner import RUNS_FOLDER, WORK_FOLDER, StaleRunsError, cell_hyperparams, run_cells, run_path
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "diagnose_precursors.py"
@@ -192,3 +192,53 @@ def test_interval_estimates_are_reproducible_and_leave_numpy_global_generator_al
     assert aggregates["ahead"][0] == 13.0 and aggregates["ahead"][1] <= 13.0 <= aggregates["ahead"][2]
     assert improvements == {"behind": (1.0, 1.0, 1.0)}  # every seed of one beats every seed of the other
     assert interval_estimates(scores, best="ahead", reps=200, seed=1)[0] != first[0]  # another seed, other resamples
+
+
+def _figure_run(folder: Path, contestant: str, env_id: str, seed: int, score: float, **hyperparams) -> None:
+    run = {
+        "format_version": RESULTS_FORMAT_VERSION,
+        "cell": {"contestant": contestant, "env_id": env_id, "seed": seed},
+        "hyperparams": hyperparams,
+        "training_curve": {"timesteps": [1, 2], "episode_return_mean": [0.0, score]},
+        "last_100_training_episodes": score,
+    }
+    (folder / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
+    (folder / RUNS_FOLDER / f"{contestant.replace(':', '_')}_{env_id}_{seed}_{score}.json").write_text(json.dumps(run))
+
+
+def test_figure3_reads_clip_02_and_the_precursors_per_task_and_names_the_best(tmp_path):
+    figure = load_script(BENCHMARKS / "figure3.py")
+    for seed in range(4):  # seed 3 is past --seeds 3
+        _figure_run(tmp_path / "table1", "lecture_ppo:paper", "Hopper-v5", seed, 2000.0, objective="clip", clip_range=0.2)
+        _figure_run(tmp_path / "table1", "lecture_ppo:paper", "Hopper-v5", seed, 9000.0, objective="none")
+        _figure_run(tmp_path / "figure3", "lecture_mc_pg", "Hopper-v5", seed, 900.0 + seed)
+        _figure_run(tmp_path / "figure3", "lecture_gae_ac", "Swimmer-v5", seed, 50.0)
+    _figure_run(tmp_path / "table1", "lecture_ppo:paper", "Swimmer-v5", 0, 40.0, objective="clip", clip_range=0.2)
+    _figure_run(tmp_path / "precursors", "a2c", "Hopper-v5", 0, 5000.0)  # not one of the default contestants
+    runs = figure.load_runs(tmp_path, ["Hopper-v5", "Swimmer-v5"], seeds=3)
+    cells = sorted((run["cell"]["contestant"], run["cell"]["env_id"], run["cell"]["seed"]) for run in runs)
+    assert cells == sorted(
+        [("lecture_ppo:paper", "Hopper-v5", seed) for seed in range(3)]
+        + [("lecture_mc_pg", "Hopper-v5", seed) for seed in range(3)]
+        + [("lecture_gae_ac", "Swimmer-v5", seed) for seed in range(3)]
+        + [("lecture_ppo:paper", "Swimmer-v5", 0)]
+    )
+    assert figure.medians(runs, "Hopper-v5") == {"lecture_ppo:paper": 2000.0, "lecture_mc_pg": 901.0}
+    assert "| Hopper-v5 | Monte-Carlo PG (lecture_mc_pg) | 0, 1, 2 | 901 (900 to 902) | 900 / 901 / 902 |" in figure.table(
+        runs, ["Hopper-v5"]
+    )
+    # Hopper has no GAE actor-critic run and Swimmer no Monte-Carlo PG run: no task to compare on
+    assert figure.summary(runs, ["Hopper-v5", "Swimmer-v5"]) == "No task has runs of every contestant yet."
+    two = [run for run in runs if run["cell"]["contestant"] != "lecture_gae_ac"]
+    assert figure.summary(two, ["Hopper-v5", "Swimmer-v5"]).endswith(
+        "on the 1 of 2 tasks where every contestant has runs: LecturePPO, clip 0.2 (paper setting) 1; "
+        "Monte-Carlo PG (lecture_mc_pg) 0."
+    )
+
+    out = tmp_path / "figure" / "f.png"
+    command = [sys.executable, str(BENCHMARKS / "figure3.py"), "--results", str(tmp_path), "--out", str(out)]
+    printed = subprocess.run([*command, "--envs", "Hopper-v5", "Swimmer-v5"], capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.with_suffix(".md").read_text() == printed.stdout
+    refused = subprocess.run([*command, "--envs", "Walker2d-v5"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--envs: no finished run on Walker2d-v5" in refused.stderr

@@ -6,6 +6,7 @@ seed's final evaluation and a throughput bar chart.
 """
 
 import importlib.util
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -183,8 +184,13 @@ def plot_curves(
     ylabel: str = "evaluation return (deterministic)",
     label: Callable[[Run], str] = contestant_label,
     env_ids: Sequence[str] | None = None,
+    columns: int | None = None,
 ) -> None:
-    """Learning curves, one panel per env: the median over seeds as a line, min-max as a band."""
+    """
+    Learning curves, one panel per env: the median over seeds as a line, min-max as a band.
+
+    :param columns: panels per row (default: all in one row)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,8 +200,12 @@ def plot_curves(
     env_ids = sorted({env_id for _, env_id in groups}) if env_ids is None else list(env_ids)
     labels = list(dict.fromkeys(name for name, _ in groups))  # one color per label in every panel
     colors = [plt.get_cmap("tab20" if len(labels) > 10 else "tab10")(index) for index in range(20 if len(labels) > 10 else 10)]
-    figure, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4.2), squeeze=False)
-    for axis, env_id in zip(axes[0], env_ids, strict=True):
+    columns = len(env_ids) if columns is None else min(columns, len(env_ids))
+    rows = math.ceil(len(env_ids) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.2 * rows), squeeze=False)
+    for axis in axes.flat[len(env_ids) :]:
+        axis.set_visible(False)
+    for axis, env_id in zip(axes.flat, env_ids, strict=False):
         for (name, group_env), group in groups.items():
             if group_env != env_id or not any(run[curve]["timesteps"] for run in group):
                 continue
