@@ -36,7 +36,6 @@ from sb3_lecture_ppo.benchmark import (
     _positive_float,
     _positive_int,
     check_output_folder,
-    check_population_checkpoints,
     check_stale_runs,
 )
 from sb3_lecture_ppo.evaluation.cells import Cell
@@ -337,8 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells, settings = sweep_cells(args)
         check_output_folder(args.out, settings, args.overwrite)
         check_stale_runs(cells, args.out, args.overwrite)
-        if not args.report_only and args.storage is None:
-            check_population_checkpoints(cells, args.out, args.backend, args.population_size)
     except UsageError as error:
         print(f"ablation: error: {error}", file=sys.stderr)
         return 2

@@ -302,22 +302,6 @@ def check_stale_runs(cells: Sequence[Cell], out: Path, overwrite: bool) -> None:
         run_path(out, cell).unlink()
 
 
-def check_population_checkpoints(cells: Sequence[Cell], out: Path, backend: str, population_size: int) -> None:
-    """
-    Refuse a population that would start members again which smaller populations' checkpoints in ``out`` have
-    trained further (the sweep resumed before with a smaller ``--population-size``), naming the size that resumes them.
-    """
-    from sb3_lecture_ppo.evaluation.population_runner import group_cells, split_checkpoint_problem
-    from sb3_lecture_ppo.evaluation.runner import pending_cells
-
-    if backend != "population":
-        return
-    for unit in group_cells(pending_cells(cells, out), population_size):
-        problem = split_checkpoint_problem(out, unit) if len(unit) > 1 else None
-        if problem is not None:
-            raise UsageError(f"--population-size: {problem}")
-
-
 def write_report(cells: Sequence[Cell], out: Path, thresholds: dict[str, float]) -> list[dict[str, Any]]:
     """Write ``results.json``, ``results.md`` and the figures from the finished runs of ``cells``."""
     from sb3_lecture_ppo.evaluation.report import (
@@ -357,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         thresholds = _thresholds(args.threshold, args.envs)
         check_output_folder(args.out, settings, args.overwrite)
         check_stale_runs(cells, args.out, args.overwrite)
-        if not args.report_only:
-            check_population_checkpoints(cells, args.out, args.backend, args.population_size)
     except UsageError as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
         return 2

@@ -166,9 +166,8 @@ def test_smaller_groups_resume_their_members_from_a_larger_groups_checkpoint(tmp
         assert record["cpu_seconds"] >= saved_cpu / 4  # each run's share of the CPU time before the split kept
 
 
-def test_a_larger_group_refuses_to_restart_members_that_smaller_groups_trained_further(tmp_path, monkeypatch):
-    from sb3_lecture_ppo.benchmark import UsageError, check_population_checkpoints
-
+def _checkpoints_of_a_split(tmp_path, monkeypatch) -> list[Cell]:
+    """Four cells checkpointed as one population at 256 steps, then their first half as a population of its own at 384."""
     cells = [paper_cell(variant, seed, timesteps=512) for seed in range(2) for variant in ("clip-0.2", "none")]
     monkeypatch.setattr(population_runner, "CHECKPOINT_SECONDS", 0.0)
     train = Population.train
@@ -186,14 +185,61 @@ def test_a_larger_group_refuses_to_restart_members_that_smaller_groups_trained_f
     first_half = group_cells(cells, 2)[0]
     with pytest.raises(KeyboardInterrupt):
         train_population_cells(first_half, tmp_path)  # resumed from the whole's checkpoint (256 steps), checkpointed at 384
+    monkeypatch.setattr(Population, "train", train)
+    return cells
+
+
+def test_a_larger_group_trains_as_populations_of_the_checkpoints_that_trained_its_cells_further(tmp_path, monkeypatch):
+    """The sweep rerun with a larger --population-size: nothing trained starts again."""
+    from sb3_lecture_ppo.evaluation.runner import _child
+
+    cells = _checkpoints_of_a_split(tmp_path, monkeypatch)
+    first_half, second_half = group_cells(cells, 2)
     assert population_runner.split_checkpoint_problem(tmp_path, first_half) is None
-    assert population_runner.split_checkpoint_problem(tmp_path, group_cells(cells, 2)[1]) is None
-    message = r"2 of these 4 cells are trained further .*\(384 steps\).* \(256 steps\): rerun with --population-size 2"
+    assert population_runner.split_checkpoint_problem(tmp_path, second_half) is None
+    message = r"2 of these 4 cells are trained further .*\(384 steps\).* \(256 steps\): train them in the groups"
     with pytest.raises(population_runner.SplitCheckpointError, match=message):
         train_population_cells(cells, tmp_path)
-    with pytest.raises(UsageError, match="--population-size: " + message):
-        check_population_checkpoints(cells, tmp_path, "population", 64)
-    check_population_checkpoints(cells, tmp_path, "population", 2)
+    assert population_runner.checkpoint_aligned(tmp_path, cells) == [first_half, second_half]
+    # --population-size 3: the first three cells are two groups (at 384 and at 256 steps), the fourth one alone
+    assert population_runner.checkpoint_aligned(tmp_path, cells[:3]) == [cells[:2], [cells[2]]]
+    assert population_runner.checkpoint_aligned(tmp_path, cells[3:]) == [cells[3:]]
+
+    loaded = []
+    load = Population.load
+    monkeypatch.setattr(Population, "load", classmethod(lambda cls, *a, **k: loaded.append(k.get("members")) or load(*a, **k)))
+    records = train_population_cells(cells[:2], tmp_path)
+    assert loaded == [None]  # its own checkpoint, at 384 steps
+    for cell in cells[2:]:  # a group of one resumes as a population of one, not as a run alone from the start
+        _child([cell.to_dict()], str(tmp_path), None)
+        records.append(load_run(run_path(tmp_path, cell)))
+    assert loaded == [None, [2], [3]]
+    assert not any((tmp_path / population_runner.WORK_FOLDER).glob("population-*"))  # every cell finished
+    for record in records:
+        assert record["timesteps"] == 512
+        assert record["training_curve"]["timesteps"] == [256, 320, 384, 448, 512]
+
+
+def test_an_optuna_worker_handed_cells_of_two_checkpoints_resumes_both(tmp_path, monkeypatch):
+    """The worker takes all four queued cells as one group; they train as the two checkpoints' populations."""
+    from sb3_lecture_ppo.evaluation.distributed import run_sweep
+
+    cells = _checkpoints_of_a_split(tmp_path, monkeypatch)
+    failed = run_sweep(
+        cells,
+        tmp_path,
+        lambda record: record["last_100_training_episodes"],
+        storage=str(tmp_path / "study.log"),
+        study_name="split",
+        show_progress=False,
+        backend="population",
+        population_size=64,
+    )
+    assert failed == []
+    records = [load_run(run_path(tmp_path, cell)) for cell in cells]
+    assert all(record is not None and record["timesteps"] == 512 for record in records)
+    assert [record["population_size"] for record in records] == [2, 2, 2, 2]  # the two checkpoints' groups
+    assert not any((tmp_path / population_runner.WORK_FOLDER).glob("population-*"))
 
 
 def test_an_optuna_worker_takes_the_next_queued_cells_of_one_population_together(tmp_path):

@@ -12,8 +12,10 @@ A group checkpoints itself (the population, its members' callbacks and last epis
 ``<out>/.work/population-<id>/`` every :data:`CHECKPOINT_SECONDS`: a group interrupted resumes from there, its
 finished cells are never retrained. A group without a checkpoint of its own whose cells are all members of another
 group's checkpoint (the sweep rerun with a smaller ``--population-size``, e.g. to spread one population over more
-``--jobs``) resumes those members from it: members train independently, so nothing trained is lost. The larger
-checkpoint is removed once all of its cells have finished runs.
+``--jobs``) resumes those members from it: members train independently, so nothing trained is lost. The other way
+round (the sweep rerun with a larger size, or an Optuna worker handed cells that other groups checkpointed), a group
+whose cells are trained further in other groups' checkpoints than it would resume them trains as one population per
+checkpoint instead (:func:`checkpoint_aligned`). A checkpoint is removed once all of its cells have finished runs.
 """
 
 import hashlib
@@ -55,7 +57,7 @@ class PopulationMemoryError(MemoryError):
 
 
 class SplitCheckpointError(ValueError):
-    """A population some of whose cells are trained further in smaller groups' checkpoints than it would resume."""
+    """A population some of whose cells are trained further in other groups' checkpoints than it would resume."""
 
 
 def population_key(cell: Cell) -> tuple[Any, ...] | None:
@@ -119,7 +121,7 @@ def train_population_cells(
         available now)
     :raises PopulationMemoryError: before training, naming the estimate and the limit
     :raises SplitCheckpointError: before training, where some of ``cells`` are trained further in other groups'
-        checkpoints (see :func:`split_checkpoint_problem`)
+        checkpoints (see :func:`split_checkpoint_problem`; :func:`checkpoint_aligned` gives the groups to train)
     """
     import torch as th
 
@@ -184,11 +186,33 @@ def split_checkpoint_problem(out_dir: Path, cells: Sequence[Cell]) -> str | None
         return None
     where = ", ".join(f"{shared} in {name} ({trained:,} steps)" for name, shared, _, trained in further)
     return (
-        f"{sum(shared for _, shared, _, _ in further)} of these {len(cells)} cells are trained further in smaller "
+        f"{sum(shared for _, shared, _, _ in further)} of these {len(cells)} cells are trained further in other "
         f"populations' checkpoints under {out_dir / WORK_FOLDER} ({where}) than this population of {len(cells)} "
-        f"would resume them ({resumed_at:,} steps): rerun with --population-size "
-        f"{max(size for _, _, size, _ in further)} to continue them"
+        f"would resume them ({resumed_at:,} steps): train them in the groups checkpoint_aligned() gives"
     )
+
+
+def checkpoint_aligned(out_dir: Path, cells: Sequence[Cell]) -> list[list[Cell]]:
+    """
+    ``cells`` as populations that start no trained member again: ``[cells]`` itself, or, where some of them are
+    trained further in other groups' checkpoints than ``cells`` would resume them (:func:`split_checkpoint_problem`),
+    one population of the cells each checkpoint holds (the furthest trained checkpoint first) and one of the cells
+    that none holds. Each resumes where its checkpoint stopped.
+    """
+    if len(cells) < 2 or split_checkpoint_problem(out_dir, cells) is None:
+        return [list(cells)]
+    checkpoints = sorted(
+        ((_trained_steps(folder), folder.name, folder) for folder in (out_dir / WORK_FOLDER).glob("population-*")),
+        reverse=True,
+    )
+    remaining, groups = list(cells), []
+    for trained, _, folder in checkpoints:
+        held_ids = set(_checkpointed_cells(folder)) if trained else set()
+        held = [cell for cell in remaining if cell.id in held_ids]
+        if held:
+            groups.append(held)
+            remaining = [cell for cell in remaining if cell.id not in held_ids]
+    return [*groups, remaining] if remaining else groups
 
 
 def _checkpointed_cells(folder: Path) -> list[str]:

@@ -362,7 +362,7 @@ def _child(cells_data: list[dict[str, Any]], out_dir: str, progress: Any) -> Non
     Entry point of a child process: train one cell, or a group of cells as one population, the output going to
     the (first) cell's log file.
     """
-    from sb3_lecture_ppo.evaluation.population_runner import train_population_cells
+    from sb3_lecture_ppo.evaluation.population_runner import containing_checkpoint, train_population_cells
 
     cells = [Cell.from_dict(data) for data in cells_data]
     out = Path(out_dir)
@@ -372,7 +372,7 @@ def _child(cells_data: list[dict[str, Any]], out_dir: str, progress: Any) -> Non
         log_path(out, cell).write_text(f"trained in a population of {len(cells)}: see {log_path(out, cells[0])}\n")
     with open(log_path(out, cells[0]), "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            if len(cells) == 1:
+            if len(cells) == 1 and containing_checkpoint(out, cells) is None:  # else a population of one resumes it
                 train_cell(cells[0], out, progress)
             else:
                 train_population_cells(cells, out, progress)
@@ -461,21 +461,25 @@ def run_cells(
 
     :param backend: ``"runs"``: one process per cell; ``"population"``: the cells that can share a population
         (:func:`~.population_runner.group_cells`) train as one in one process, at most ``population_size`` per
-        population, and the others alone
+        population, and the others alone; a group some of whose cells other groups' checkpoints in ``out_dir`` trained
+        further trains as one population per checkpoint (:func:`~.population_runner.checkpoint_aligned`)
     :return: the cells that failed (their tracebacks are in ``<out>/runs/<cell id>.log``)
     :raises StaleRunsError: if a finished run in ``out_dir`` trained with other hyperparameters than
         its entry gives now (its cell id names only the sweep's settings, so it would be reused)
     """
     from tqdm.auto import tqdm
 
-    from sb3_lecture_ppo.evaluation.population_runner import group_cells
+    from sb3_lecture_ppo.evaluation.population_runner import checkpoint_aligned, group_cells
 
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown: use one of {BACKENDS}")
     refuse_stale_runs(cells, out_dir)
     (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
     todo = pending_cells(cells, out_dir)
-    units = group_cells(todo, population_size) if backend == "population" else [[cell] for cell in todo]
+    if backend == "population":
+        units = [part for group in group_cells(todo, population_size) for part in checkpoint_aligned(out_dir, group)]
+    else:
+        units = [[cell] for cell in todo]
     context = multiprocessing.get_context("spawn")
     progress = context.Queue()
     running: dict[Any, list[Cell]] = {}
