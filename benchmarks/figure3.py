@@ -97,11 +97,17 @@ def summary(runs: Sequence[dict[str, Any]], env_ids: Sequence[str]) -> str:
     if not complete:
         return "No task has runs of every contestant yet."
     wins = {contestant: 0 for contestant in contestants}
+    ties = []
     for env_id in complete:
         scores = per_task[env_id]
-        wins[max(scores, key=scores.__getitem__)] += 1
+        best = [contestant for contestant, score in scores.items() if score == max(scores.values())]
+        if len(best) > 1:
+            ties.append(env_id)
+        else:
+            wins[best[0]] += 1
     counted = "; ".join(f"{LABELS[contestant]} {count}" for contestant, count in wins.items())
-    return f"Highest median, on the {len(complete)} of {len(env_ids)} tasks where every contestant has runs: {counted}."
+    tied = f"; tied for the highest on {', '.join(ties)}" if ties else ""
+    return f"Highest median, on the {len(complete)} of {len(env_ids)} tasks where every contestant has runs: {counted}{tied}."
 
 
 def table(runs: Sequence[dict[str, Any]], env_ids: Sequence[str]) -> str:

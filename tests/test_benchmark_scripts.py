@@ -234,6 +234,11 @@ def test_figure3_reads_clip_02_and_the_precursors_per_task_and_names_the_best(tm
         "on the 1 of 2 tasks where every contestant has runs: LecturePPO, clip 0.2 (paper setting) 1; "
         "Monte-Carlo PG (lecture_mc_pg) 0."
     )
+    _figure_run(tmp_path / "figure3", "lecture_mc_pg", "Swimmer-v5", 0, 40.0)  # the same score as clip 0.2's
+    tied = figure.load_runs(tmp_path, ["Swimmer-v5"], seeds=3, algos=["lecture_ppo:paper", "lecture_mc_pg"])
+    assert figure.summary(tied, ["Swimmer-v5"]).endswith(
+        "(paper setting) 0; Monte-Carlo PG (lecture_mc_pg) 0; tied for the highest on Swimmer-v5."
+    )
 
     out = tmp_path / "figure" / "f.png"
     command = [sys.executable, str(BENCHMARKS / "figure3.py"), "--results", str(tmp_path), "--out", str(out)]
