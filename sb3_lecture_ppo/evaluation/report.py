@@ -222,7 +222,7 @@ def plot_curves(
         axis.set_ylabel(ylabel)
         axis.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="lower right")
+        axis.legend(fontsize=8, loc="best")  # where it hides the fewest points: the curves differ per task
     figure.suptitle("median over seeds, band: min-max", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
