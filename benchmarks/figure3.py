@@ -54,13 +54,13 @@ SOURCES = {
 """Run folders under ``--results`` and the contestants each contributes (the first folder with a cell wins)."""
 
 
+PAPER_FIGURE = ("lecture_ppo:paper", "lecture_gae_ac", "lecture_mc_pg")
+"""The contestants of the paper's figure that this package has: PPO, A2C-like and vanilla PG."""
+
+
 def _is_clip_02(run: dict[str, Any]) -> bool:
     hyperparams = run["hyperparams"]
     return hyperparams.get("objective") == "clip" and float(hyperparams.get("clip_range", 0)) == 0.2
-
-
-PAPER_FIGURE = ("lecture_ppo:paper", "lecture_gae_ac", "lecture_mc_pg")
-"""The contestants of the paper's figure that this package has: PPO, A2C-like and vanilla PG."""
 
 
 def load_runs(results: Path, env_ids: Sequence[str], seeds: int, algos: Sequence[str] = PAPER_FIGURE) -> list[dict[str, Any]]:
@@ -80,13 +80,18 @@ def load_runs(results: Path, env_ids: Sequence[str], seeds: int, algos: Sequence
     return list(runs.values())
 
 
+def seed_scores(runs: Sequence[dict[str, Any]], env_id: str) -> dict[str, dict[int, float]]:
+    """Each contestant's last-100-episode score on ``env_id``, seed by seed (seeds in order)."""
+    scores: dict[str, dict[int, float]] = {}
+    for run in sorted(runs, key=lambda run: run["cell"]["seed"]):
+        if run["cell"]["env_id"] == env_id:
+            scores.setdefault(run["cell"]["contestant"], {})[run["cell"]["seed"]] = run["last_100_training_episodes"]
+    return scores
+
+
 def medians(runs: Sequence[dict[str, Any]], env_id: str) -> dict[str, float]:
     """Each contestant's median last-100-episode score on ``env_id``."""
-    scores: dict[str, list[float]] = {}
-    for run in runs:
-        if run["cell"]["env_id"] == env_id:
-            scores.setdefault(run["cell"]["contestant"], []).append(run["last_100_training_episodes"])
-    return {contestant: statistics.median(values) for contestant, values in scores.items()}
+    return {contestant: statistics.median(by_seed.values()) for contestant, by_seed in seed_scores(runs, env_id).items()}
 
 
 def summary(runs: Sequence[dict[str, Any]], env_ids: Sequence[str]) -> str:
@@ -117,17 +122,13 @@ def table(runs: Sequence[dict[str, Any]], env_ids: Sequence[str]) -> str:
         "|---|---|---|---|---|",
     ]
     for env_id in env_ids:
+        per_contestant = seed_scores(runs, env_id)
         for contestant, label in LABELS.items():
-            scores = {
-                run["cell"]["seed"]: run["last_100_training_episodes"]
-                for run in runs
-                if run["cell"]["contestant"] == contestant and run["cell"]["env_id"] == env_id
-            }
-            if not scores:
+            if contestant not in per_contestant:
                 continue
-            values = [scores[seed] for seed in sorted(scores)]
+            values = list(per_contestant[contestant].values())
             per_seed = " / ".join(f"{value:,.0f}" for value in values)
-            seed_list = ", ".join(str(seed) for seed in sorted(scores))
+            seed_list = ", ".join(str(seed) for seed in per_contestant[contestant])
             lines.append(
                 f"| {env_id} | {label} | {seed_list} | {statistics.median(values):,.0f} "
                 f"({min(values):,.0f} to {max(values):,.0f}) | {per_seed} |"

@@ -169,24 +169,24 @@ def train_population_cells(
 
 def split_checkpoint_problem(out_dir: Path, cells: Sequence[Cell]) -> str | None:
     """
-    Why ``cells`` must not train as one population now, or None: some of them are trained further in checkpoints
-    of smaller groups (a sweep resumed with a smaller ``--population-size``) than this group would resume from, so
-    training it would start those members again. Members at different steps cannot share a population.
+    Why ``cells`` must not train as one population now, or None: some of them are trained further in other groups'
+    checkpoints (a sweep resumed with another ``--population-size``) than this group would resume from, so training
+    it would start those members again. Members at different steps cannot share a population.
     """
     source = resume_source(out_dir, cells)
     resumed_at = 0 if source is None else _trained_steps(source[0])
     ids = {cell.id for cell in cells}
-    further: list[tuple[str, int, int, int]] = []  # (folder name, its members among cells, its size, its steps)
+    further: list[tuple[str, int, int]] = []  # (folder name, its members among cells, its steps)
     for folder in sorted((out_dir / WORK_FOLDER).glob("population-*")):
         member_ids = set(_checkpointed_cells(folder))
         shared, trained = len(ids & member_ids), _trained_steps(folder)
         if (source is None or folder != source[0]) and shared and not ids <= member_ids and trained > resumed_at:
-            further.append((folder.name, shared, len(member_ids), trained))
+            further.append((folder.name, shared, trained))
     if not further:
         return None
-    where = ", ".join(f"{shared} in {name} ({trained:,} steps)" for name, shared, _, trained in further)
+    where = ", ".join(f"{shared} in {name} ({trained:,} steps)" for name, shared, trained in further)
     return (
-        f"{sum(shared for _, shared, _, _ in further)} of these {len(cells)} cells are trained further in other "
+        f"{sum(shared for _, shared, _ in further)} of these {len(cells)} cells are trained further in other "
         f"populations' checkpoints under {out_dir / WORK_FOLDER} ({where}) than this population of {len(cells)} "
         f"would resume them ({resumed_at:,} steps): train them in the groups checkpoint_aligned() gives"
     )
